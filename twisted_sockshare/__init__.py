@@ -1,0 +1,40 @@
+"""
+twisted_sockshare: one shared, lazily opened, counted connection per backend.
+
+A Twisted application that must exchange request/response messages with a
+backend server over a socket makes one L{SockShareClientFactory} per backend
+and calls its C{request()}; every concurrent request shares one connection,
+opened on the first request and closed when none is pending.
+"""
+
+from ._version import __version__
+from .client import SockShareClientFactory, SockShareClientProtocol
+from .errors import (
+    ClientClosed,
+    ConnectFailed,
+    ConnectionDropped,
+    PayloadTooLarge,
+    ProtocolViolation,
+    RemoteError,
+    RequestTimeout,
+    SockShareError,
+    TooManyPending,
+)
+from .server import SockShareServerFactory, SockShareServerProtocol
+
+__all__ = [
+    "__version__",
+    "SockShareClientFactory",
+    "SockShareClientProtocol",
+    "SockShareServerFactory",
+    "SockShareServerProtocol",
+    "SockShareError",
+    "ConnectFailed",
+    "ConnectionDropped",
+    "RequestTimeout",
+    "RemoteError",
+    "TooManyPending",
+    "PayloadTooLarge",
+    "ProtocolViolation",
+    "ClientClosed",
+]

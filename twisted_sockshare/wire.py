@@ -1,0 +1,143 @@
+"""
+The wire format: how requests and responses become bytes, and back.
+
+Every frame is::
+
+    length:uint32 | requestId:uint32 | kind:uint8 | payload
+
+big-endian, where C{length} counts the bytes after itself (C{5 + len(payload)}).
+See C{docs/protocol.rst} for the full specification.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+#: Frame kind sent by the client: a request for the server.
+REQUEST: Final = 1
+#: Frame kind sent by the server: the successful answer to a request.
+RESPONSE: Final = 2
+#: Frame kind sent by the server: the request failed; the payload is a UTF-8 message.
+ERROR: Final = 3
+
+#: Kinds a client may receive, and kinds a server may receive.
+CLIENT_RECEIVES: Final = frozenset({RESPONSE, ERROR})
+SERVER_RECEIVES: Final = frozenset({REQUEST})
+
+_HEADER: Final = struct.Struct(">IIB")
+#: Bytes of a frame before its payload.
+HEADER_SIZE: Final = _HEADER.size
+#: Smallest legal value of the C{length} field (an empty payload).
+MIN_LENGTH: Final = HEADER_SIZE - 4
+#: Largest request id; ids wrap around to 0 after it.
+MAX_REQUEST_ID: Final = 0xFFFFFFFF
+
+_pack = _HEADER.pack
+_unpackFrom = _HEADER.unpack_from
+
+
+def encodeFrame(requestId: int, kind: int, payload: bytes) -> bytes:
+    """
+    Encode one frame.
+
+    @param requestId: the request id, 0 to L{MAX_REQUEST_ID}.
+    @param kind: L{REQUEST}, L{RESPONSE} or L{ERROR}.
+    @param payload: the frame's payload.
+    @return: the frame's bytes.
+    """
+    return _pack(MIN_LENGTH + len(payload), requestId, kind) + payload
+
+
+class FrameDecoder:
+    """
+    Incremental decoder of a stream of frames.
+
+    Bytes are buffered only while a frame is incomplete; complete frames are
+    sliced straight out of the received chunk, so neither many small frames
+    nor one large frame cause quadratic copying.  A frame header is checked as
+    soon as its 9 bytes are in, so an announced oversized frame is refused
+    before any of its payload is buffered.
+
+    @ivar violation: why the stream is invalid, once it is; L{None} while it
+        is valid.  Once set, L{feed} decodes nothing more.
+    """
+
+    violation: str | None = None
+
+    def __init__(self, maxPayload: int, kinds: frozenset[int]) -> None:
+        """
+        @param maxPayload: the largest payload accepted, in bytes.
+        @param kinds: the frame kinds this side may receive.
+        """
+        self._maxLength = maxPayload + MIN_LENGTH
+        self._maxPayload = maxPayload
+        self._kinds = kinds
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """
+        How many received bytes wait for the rest of their frame.
+        """
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        """
+        Decode what C{data} completes.
+
+        @param data: the next bytes of the stream.
+        @return: the complete frames, in order, as C{(requestId, kind,
+            payload)}.  If the stream turns out to be invalid, the frames
+            before the fault are returned and L{violation} is set.
+        """
+        if self.violation is not None:
+            return []
+        buffer = self._buffer
+        view: bytes | bytearray
+        if buffer:
+            buffer += data
+            view = buffer
+        else:
+            view = data
+        frames: list[tuple[int, int, bytes]] = []
+        offset = 0
+        end = len(view)
+        while end - offset >= HEADER_SIZE:
+            length, requestId, kind = _unpackFrom(view, offset)
+            if length > self._maxLength or length < MIN_LENGTH or kind not in self._kinds:
+                self.violation = self._describe(length, kind)
+                buffer.clear()
+                return frames
+            stop = offset + 4 + length
+            if stop > end:
+                break
+            frames.append((requestId, kind, bytes(view[offset + HEADER_SIZE : stop])))
+            offset = stop
+        if view is buffer:
+            del buffer[:offset]
+        elif offset < end:
+            buffer += data[offset:]
+        return frames
+
+    def _describe(self, length: int, kind: int) -> str:
+        if length < MIN_LENGTH:
+            return f"frame length {length} is below the minimum of {MIN_LENGTH}"
+        if length > self._maxLength:
+            return (
+                f"frame announces a payload of {length - MIN_LENGTH} bytes, "
+                f"above maxPayload={self._maxPayload}"
+            )
+        return f"unexpected frame kind {kind} (expected one of {sorted(self._kinds)})"
+
+
+__all__ = [
+    "REQUEST",
+    "RESPONSE",
+    "ERROR",
+    "HEADER_SIZE",
+    "MIN_LENGTH",
+    "MAX_REQUEST_ID",
+    "encodeFrame",
+    "FrameDecoder",
+]
