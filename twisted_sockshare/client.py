@@ -398,6 +398,8 @@ class SockShareClientFactory(Factory):
         if self._closeWaiters is not None or len(pending) >= self.maxPending or len(payload) > self.maxPayload:
             return self._reject(payload)
         request = _Request(self, payload)
+        deferred = request.deferred
+        assert deferred is not None
         pending[request] = None
         self._requests += 1
         if len(pending) > self._peakPending:
@@ -416,8 +418,6 @@ class SockShareClientFactory(Factory):
             state.waiting.append(request)
         else:
             self._connect(request)
-        deferred = request.deferred
-        assert deferred is not None
         return deferred
 
     def _reject(self, payload: bytes) -> Deferred[bytes]:

@@ -1,0 +1,111 @@
+"""
+Fakes shared by the tests: an endpoint whose connection attempts the test
+completes by hand, and transports that refuse misuse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_sockshare.wire import ERROR, REQUEST, RESPONSE, FrameDecoder, encodeFrame
+
+
+class StrictTransport(StringTransport):
+    """
+    A L{StringTransport} that fails the test if anything is written after
+    C{loseConnection} or C{abortConnection} was called.
+    """
+
+    aborted = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.disconnecting, "wrote to a closing transport"
+        super().write(data)
+
+    def writeSequence(self, seq: list[bytes]) -> None:  # type: ignore[override]
+        for data in seq:
+            self.write(data)
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
+@dataclass
+class Attempt:
+    """
+    One call of L{FakeEndpoint.connect}: the test decides how it ends.
+    """
+
+    factory: IProtocolFactory
+    deferred: Deferred
+    protocol: object = None
+    transport: StrictTransport | None = None
+
+    def succeed(self) -> tuple:
+        """
+        Connect: build the protocol, give it a transport, fire the Deferred.
+        """
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 9000))
+        transport = StrictTransport()
+        protocol.makeConnection(transport)
+        self.protocol, self.transport = protocol, transport
+        self.deferred.callback(protocol)
+        return protocol, transport
+
+    def fail(self, error: Exception) -> None:
+        self.deferred.errback(Failure(error))
+
+    cancelled: bool = False
+
+    def lose(self, error: Exception | None = None) -> None:
+        """
+        The connection ends (as C{connectionLost} would be called by the reactor).
+        """
+        assert self.protocol is not None
+        self.protocol.connectionLost(Failure(error or ConnectionDone("closed")))  # type: ignore[attr-defined]
+
+    def drop(self) -> None:
+        self.lose(ConnectionLost("peer vanished"))
+
+    def sentRequests(self) -> list[tuple[int, bytes]]:
+        """
+        Every request frame written so far, as C{(requestId, payload)}.
+        """
+        assert self.transport is not None
+        frames = FrameDecoder(2**31, frozenset({REQUEST})).feed(self.transport.value())
+        return [(requestId, payload) for requestId, _, payload in frames]
+
+    def respond(self, requestId: int, payload: bytes) -> None:
+        self.protocol.dataReceived(encodeFrame(requestId, RESPONSE, payload))  # type: ignore[attr-defined]
+
+    def respondError(self, requestId: int, message: str) -> None:
+        self.protocol.dataReceived(encodeFrame(requestId, ERROR, message.encode()))  # type: ignore[attr-defined]
+
+
+@implementer(IStreamClientEndpoint)
+@dataclass
+class FakeEndpoint:
+    """
+    An endpoint that records connection attempts; the test completes each
+    with L{Attempt.succeed} or L{Attempt.fail}.
+    """
+
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def connect(self, factory: IProtocolFactory) -> Deferred:
+        attempt = Attempt(factory, Deferred(lambda d: setattr(attempt, "cancelled", True)))
+        self.attempts.append(attempt)
+        return attempt.deferred
+
+    @property
+    def last(self) -> Attempt:
+        return self.attempts[-1]
