@@ -182,7 +182,7 @@ class IdleCloseTests(ClientTestCase):
     def test_closedWhenLastResponseArrives(self) -> None:
         """With idleTimeout=0 the last response closes the connection."""
         client = self.makeClient()
-        d1, d2 = client.request(b"1"), client.request(b"2")
+        client.request(b"1"), client.request(b"2")
         attempt = self.endpoint.last
         attempt.succeed()
         (i1, _), (i2, _) = attempt.sentRequests()

@@ -120,7 +120,7 @@ class DecoderTests(SynchronousTestCase):
         """Random bytes never raise; the buffer never exceeds one maximal frame."""
         decoder = FrameDecoder(maxPayload, CLIENT_RECEIVES)
         for i in range(0, len(data), 7):
-            for requestId, kind, payload in decoder.feed(data[i : i + 7]):
+            for _requestId, kind, payload in decoder.feed(data[i : i + 7]):
                 self.assertIn(kind, CLIENT_RECEIVES)
                 self.assertLessEqual(len(payload), maxPayload)
             self.assertLess(decoder.buffered, HEADER_SIZE + maxPayload)

@@ -505,8 +505,7 @@ class SockShareClientFactory(Factory):
             self._timeouts += 1
             connection = request.connection
             error = RequestTimeout(
-                f"no response from {self.endpointDescription} within "
-                f"requestTimeout={self.requestTimeout} seconds"
+                f"no response from {self.endpointDescription} within requestTimeout={self.requestTimeout} seconds"
             )
             if connection is None:
                 self._fail(request, error)

@@ -120,8 +120,7 @@ class SockShareServerProtocol(Protocol):
             self._sendError(
                 requestId,
                 ValueError(
-                    f"response of {len(result)} bytes exceeds the server's "
-                    f"maxPayload={self._factory.maxPayload}"
+                    f"response of {len(result)} bytes exceeds the server's maxPayload={self._factory.maxPayload}"
                 ),
                 None,
             )

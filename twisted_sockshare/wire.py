@@ -124,10 +124,7 @@ class FrameDecoder:
         if length < MIN_LENGTH:
             return f"frame length {length} is below the minimum of {MIN_LENGTH}"
         if length > self._maxLength:
-            return (
-                f"frame announces a payload of {length - MIN_LENGTH} bytes, "
-                f"above maxPayload={self._maxPayload}"
-            )
+            return f"frame announces a payload of {length - MIN_LENGTH} bytes, above maxPayload={self._maxPayload}"
         return f"unexpected frame kind {kind} (expected one of {sorted(self._kinds)})"
 
 

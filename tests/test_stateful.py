@@ -1,0 +1,192 @@
+"""
+Hypothesis drives random interleavings of every event the shared client can
+see, and checks its invariants after each step.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
+
+from twisted_sockshare import SockShareClientFactory
+from twisted_sockshare.wire import ERROR, RESPONSE, encodeFrame
+
+from .helpers import Attempt, FakeEndpoint
+
+
+class SharedClientMachine(RuleBasedStateMachine):
+    """
+    A client on a fake endpoint and clock, and a record of every Deferred it
+    returned.
+    """
+
+    @initialize(
+        idleTimeout=st.sampled_from([0.0, 1.0]),
+        requestTimeout=st.sampled_from([None, 3.0]),
+        resetOnTimeout=st.booleans(),
+    )
+    def setUp(self, idleTimeout: float, requestTimeout: float | None, resetOnTimeout: bool) -> None:
+        self.clock = Clock()
+        self.endpoint = FakeEndpoint()
+        self.client = SockShareClientFactory(
+            self.endpoint,
+            self.clock,
+            idleTimeout=idleTimeout,
+            requestTimeout=requestTimeout,
+            resetOnTimeout=resetOnTimeout,
+            connectTimeout=2.0,
+            maxPending=6,
+        )
+        self.fired: list[list[object]] = []
+        self.deferreds: list[Deferred[bytes]] = []
+        self.closed: list[object] | None = None
+
+    def track(self, d: Deferred[bytes]) -> None:
+        results: list[object] = []
+        self.fired.append(results)
+        self.deferreds.append(d)
+        d.addBoth(results.append)
+
+    def openAttempts(self) -> list[Attempt]:
+        return [a for a in self.endpoint.attempts if not a.deferred.called]
+
+    def liveConnections(self) -> list[Attempt]:
+        return [a for a in self.endpoint.attempts if a.protocol is not None and not a.protocol.lost]
+
+    @rule()
+    def request(self) -> None:
+        self.track(self.client.request(b"payload"))
+
+    @rule()
+    def requestFromCallback(self) -> None:
+        d = self.client.request(b"first")
+        self.track(d)
+        d.addBoth(lambda _: self.track(self.client.request(b"second")))
+
+    @precondition(lambda self: self.openAttempts())
+    @rule()
+    def connectSucceeds(self) -> None:
+        self.openAttempts()[0].succeed()
+
+    @precondition(lambda self: self.openAttempts())
+    @rule()
+    def connectFails(self) -> None:
+        self.openAttempts()[0].fail(ConnectionRefusedError())
+
+    @precondition(lambda self: self.liveConnections())
+    @rule(data=st.data(), error=st.booleans())
+    def respond(self, data: st.DataObject, error: bool) -> None:
+        connection = data.draw(st.sampled_from(self.liveConnections()))
+        sent = connection.sentRequests()
+        if not sent:
+            return
+        requestId, _ = data.draw(st.sampled_from(sent))
+        kind = ERROR if error else RESPONSE
+        connection.protocol.dataReceived(encodeFrame(requestId, kind, b"answer"))  # type: ignore[attr-defined]
+
+    @precondition(lambda self: self.liveConnections())
+    @rule(data=st.data())
+    def respondAll(self, data: st.DataObject) -> None:
+        connection = data.draw(st.sampled_from(self.liveConnections()))
+        for requestId, _ in connection.sentRequests():
+            if not connection.protocol.lost:  # type: ignore[attr-defined]
+                connection.respond(requestId, b"answer")
+
+    @precondition(lambda self: self.liveConnections())
+    @rule(data=st.data())
+    def garbage(self, data: st.DataObject) -> None:
+        connection = data.draw(st.sampled_from(self.liveConnections()))
+        connection.protocol.dataReceived(b"\x00\x00\x00\x01junk")  # type: ignore[attr-defined]
+
+    @precondition(lambda self: self.liveConnections())
+    @rule(data=st.data())
+    def lose(self, data: st.DataObject) -> None:
+        data.draw(st.sampled_from(self.liveConnections())).drop()
+
+    @rule(seconds=st.sampled_from([0.5, 1.0, 2.0, 3.0]))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @precondition(lambda self: self.deferreds)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        data.draw(st.sampled_from(self.deferreds)).cancel()
+
+    @rule()
+    def close(self) -> None:
+        if self.closed is None:
+            self.closed = []
+            self.client.close().addBoth(self.closed.append)
+
+    @invariant()
+    def firedAtMostOnce(self) -> None:
+        for results in self.fired:
+            assert len(results) <= 1, results
+
+    @invariant()
+    def pendingIsUnfired(self) -> None:
+        unfired = sum(1 for results in self.fired if not results)
+        assert self.client.pending == unfired, (self.client.pending, unfired)
+        s = self.client.stats()
+        assert s["requests"] == s["responses"] + s["remoteErrors"] + s["failures"] + s["pending"], s
+
+    @invariant()
+    def atMostOneUsableConnection(self) -> None:
+        usable = [a for a in self.liveConnections() if not a.protocol.closing]  # type: ignore[attr-defined]
+        assert len(usable) <= 1, usable
+        assert self.client.connected == bool(usable)
+        assert len(self.openAttempts()) <= 1
+
+    @invariant()
+    def timersOwned(self) -> None:
+        names = [call.func.__name__ for call in self.clock.getDelayedCalls()]
+        assert names.count("_checkDeadlines") <= 1, names
+        assert names.count("_connectTimedOut") == len(self.openAttempts()), names
+        idle = names.count("_closeIdle")
+        assert idle == 0 or (idle == 1 and self.client.connected and self.client.pending == 0), names
+
+    @invariant()
+    def nothingLeftAfterClose(self) -> None:
+        if self.closed:
+            assert self.clock.getDelayedCalls() == [], self.clock.getDelayedCalls()
+            assert not self.liveConnections()
+
+    def teardown(self) -> None:
+        """
+        Close, let every connection end, and check that everything fired.
+        """
+        if not hasattr(self, "client"):
+            return
+        self.close()
+        for _ in range(10):
+            for attempt in self.openAttempts():
+                attempt.fail(ConnectionRefusedError())
+            for attempt in self.liveConnections():
+                attempt.drop()
+            self.clock.advance(5)
+        assert self.closed == [None], self.closed
+        assert all(len(results) == 1 for results in self.fired)
+        assert self.client.pending == 0
+        assert self.clock.getDelayedCalls() == []
+
+
+SharedClientMachine.TestCase.settings = settings(
+    max_examples=200,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+class StatefulTests(SharedClientMachine.TestCase):  # type: ignore[misc,valid-type]
+    """
+    Random interleavings keep every invariant.
+    """
+
+    def test_interleavings(self) -> None:
+        """Requests, responses, errors, losses, timeouts, cancels and closes in any order."""
+        self.runTest()
