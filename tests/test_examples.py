@@ -1,0 +1,45 @@
+"""
+The documentation's examples run as written.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "examples")
+
+
+class ExampleTests(SynchronousTestCase):
+    """
+    Each example exits 0 and prints what the docs say it prints.
+    """
+
+    def runExample(self, name: str) -> str:
+        result = subprocess.run(
+            [sys.executable, os.path.join(EXAMPLES, name)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout
+
+    def test_quickstart(self) -> None:
+        """The quick start shares one connection among 100 requests."""
+        self.assertEqual(
+            self.runExample("quickstart.py"),
+            "[b'HELLO 0', b'HELLO 1', b'HELLO 2'] ... 100 replies over 1 connection\n",
+        )
+
+    def test_readmeUsage(self) -> None:
+        """The README's usage example runs as written and prints what the README says."""
+        with open(os.path.join(os.path.dirname(EXAMPLES), "..", "README.md"), encoding="utf-8") as readme:
+            text = readme.read()
+        code = text.split("```python\n", 1)[1].split("```", 1)[0]
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"prints `{result.stdout.strip()}`", text)
