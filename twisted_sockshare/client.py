@@ -231,6 +231,24 @@ class SockShareClientFactory(Factory):
     noisy = False
     protocol = SockShareClientProtocol
 
+    #: The keys of L{stats}, in order.
+    statKeys = (
+        "pending",
+        "peakPending",
+        "connected",
+        "connectionsOpened",
+        "connectionsClosed",
+        "connectFailures",
+        "requests",
+        "responses",
+        "remoteErrors",
+        "failures",
+        "timeouts",
+        "cancelled",
+        "rejected",
+        "lateResponses",
+    )
+
     def __init__(
         self,
         endpoint: IStreamClientEndpoint | str,

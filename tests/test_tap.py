@@ -1,0 +1,280 @@
+"""
+Unit tests of the twistd glue, the gateway's mappings and the demo backend.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.application.service import IServiceMaker
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.plugin import IPlugin, getPlugins
+from twisted.python import usage
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+from zope.interface.verify import verifyObject
+
+from twisted_sockshare import (
+    ConnectFailed,
+    ConnectionDropped,
+    PayloadTooLarge,
+    ProtocolViolation,
+    RemoteError,
+    RequestTimeout,
+    TooManyPending,
+)
+from twisted_sockshare.demo import DemoBackend
+from twisted_sockshare.gateway import GatewayResource, metricsText, statusFor
+from twisted_sockshare.tap import ClientOptions, ServerOptions
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    twistd finds both plugins.
+    """
+
+    def test_found(self) -> None:
+        """getPlugins(IServiceMaker) finds sockshare-server and sockshare-client, valid."""
+        makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+        for name in ("sockshare-server", "sockshare-client"):
+            self.assertIn(name, makers)
+            verifyObject(IServiceMaker, makers[name])
+            verifyObject(IPlugin, makers[name])
+            options = makers[name].options()
+            options.parseOptions([])
+            self.assertTrue(hasattr(makers[name].makeService(options), "startService"))
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Good options parse; bad ones give a clear UsageError.
+    """
+
+    def test_serverDefaults(self) -> None:
+        """The server listens on loopback port 9000 by default."""
+        options = ServerOptions()
+        options.parseOptions([])
+        self.assertEqual(options["listen"], "tcp:9000:interface=127.0.0.1")
+        self.assertEqual((options["delay"], options["jitter"], options["max-payload"]), (0.0, 0.0, 1_048_576))
+
+    def test_clientDefaults(self) -> None:
+        """The gateway's defaults match the library's."""
+        options = ClientOptions()
+        options.parseOptions([])
+        self.assertEqual(options["listen"], "tcp:8080:interface=127.0.0.1")
+        self.assertEqual(options["backend"], "tcp:127.0.0.1:9000")
+        self.assertEqual(
+            options.clientOptions(),
+            {
+                "idleTimeout": 0.0,
+                "connectTimeout": 10.0,
+                "requestTimeout": 30.0,
+                "maxPending": 10_000,
+                "maxPayload": 1_048_576,
+                "resetOnTimeout": True,
+            },
+        )
+
+    def test_clientValues(self) -> None:
+        """Every option reaches the client."""
+        options = ClientOptions()
+        options.parseOptions(
+            [
+                "--strategy=per-request",
+                "--idle-timeout=1.5",
+                "--connect-timeout=2",
+                "--request-timeout=none",
+                "--max-pending=7",
+                "--max-payload=100",
+                "--no-reset-on-timeout",
+            ]
+        )
+        self.assertEqual(options["strategy"], "per-request")
+        self.assertEqual(
+            options.clientOptions(),
+            {
+                "idleTimeout": 1.5,
+                "connectTimeout": 2.0,
+                "requestTimeout": None,
+                "maxPending": 7,
+                "maxPayload": 100,
+                "resetOnTimeout": False,
+            },
+        )
+
+    def test_badValues(self) -> None:
+        """Bad values name the option in a UsageError."""
+        cases = [
+            (ClientOptions, ["--strategy=pooled"], "--strategy"),
+            (ClientOptions, ["--max-pending=0"], "max-pending"),
+            (ClientOptions, ["--idle-timeout=-1"], "idle-timeout"),
+            (ClientOptions, ["--request-timeout=soon"], "request-timeout"),
+            (ClientOptions, ["--backend=carrier-pigeon:x"], "--backend"),
+            (ClientOptions, ["--listen=nope:1"], "--listen"),
+            (ClientOptions, ["--reset-on-timeout", "--no-reset-on-timeout"], "not both"),
+            (ServerOptions, ["--delay=-2"], "delay"),
+            (ServerOptions, ["--max-payload=lots"], "max-payload"),
+            (ServerOptions, ["--listen=tcp:notaport"], "--listen"),
+        ]
+        for optionsClass, argv, expected in cases:
+            e = self.assertRaises(usage.UsageError, optionsClass().parseOptions, argv)
+            self.assertIn(expected, str(e), argv)
+
+
+class StatusTests(SynchronousTestCase):
+    """
+    Each backend error maps to its documented HTTP status.
+    """
+
+    def test_mapping(self) -> None:
+        """502 for backend faults, 503 with Retry-After when saturated, 504 on timeout, 413 too large."""
+        expected = [
+            (ConnectFailed("refused"), 502, "ConnectFailed"),
+            (ConnectionDropped("lost"), 502, "ConnectionDropped"),
+            (ProtocolViolation("junk"), 502, "ProtocolViolation"),
+            (RemoteError("KeyError: k"), 502, "RemoteError"),
+            (TooManyPending("full"), 503, "TooManyPending"),
+            (RequestTimeout("slow"), 504, "RequestTimeout"),
+            (PayloadTooLarge("big"), 413, "PayloadTooLarge"),
+            (CancelledError(), 503, "shutting down"),
+            (RuntimeError("bug"), 500, "bug"),
+        ]
+        for error, code, word in expected:
+            status, text, headers = statusFor(Failure(error))
+            self.assertEqual(status, code, error)
+            self.assertIn(word, text)
+            self.assertEqual("Retry-After" in headers, code == 503)
+
+
+class MetricsTests(SynchronousTestCase):
+    """
+    The Prometheus text format.
+    """
+
+    def test_format(self) -> None:
+        """Gauges and counters with HELP, TYPE and escaped labels."""
+        text = metricsText({"pending": 3, "requests": 10}, {"backend": 'a"b\\c\n', "strategy": "shared"})
+        self.assertEqual(
+            text,
+            "# HELP sockshare_pending twisted_sockshare client pending.\n"
+            "# TYPE sockshare_pending gauge\n"
+            'sockshare_pending{backend="a\\"b\\\\c\\n",strategy="shared"} 3\n'
+            "# HELP sockshare_requests_total twisted_sockshare client requests.\n"
+            "# TYPE sockshare_requests_total counter\n"
+            'sockshare_requests_total{backend="a\\"b\\\\c\\n",strategy="shared"} 10\n',
+        )
+
+
+class FakeBackend:
+    def __init__(self) -> None:
+        self.calls: list[Deferred[bytes]] = []
+
+    def request(self, payload: bytes) -> Deferred[bytes]:
+        d: Deferred[bytes] = Deferred()
+        self.calls.append(d)
+        return d
+
+    def stats(self) -> dict[str, int]:
+        return {"pending": len(self.calls), "requests": 1}
+
+
+def render(resource: GatewayResource, method: bytes, path: bytes, body: bytes = b"") -> DummyRequest:
+    request = DummyRequest(path.strip(b"/").split(b"/"))
+    request.method = method
+    request.content = __import__("io").BytesIO(body)
+    child = resource
+    for segment in request.postpath:
+        child = child.getChildWithDefault(segment, request)
+    result = child.render(request)
+    if isinstance(result, bytes):
+        request.write(result)
+        request.finish()
+    return request
+
+
+class GatewayTests(SynchronousTestCase):
+    """
+    The HTTP API, in memory.
+    """
+
+    def setUp(self) -> None:
+        self.backend = FakeBackend()
+        self.resource = GatewayResource(self.backend, "shared", "tcp:127.0.0.1:9000")
+
+    def test_exchange(self) -> None:
+        """POST /request answers 200 with the backend's reply."""
+        request = render(self.resource, b"POST", b"/request", b"hi")
+        self.assertEqual(len(self.resource.inFlight), 1)
+        self.backend.calls[0].callback(b"HI")
+        self.assertEqual(request.written, [b"HI"])
+        self.assertEqual(request.responseCode or 200, 200)
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"), [b"application/octet-stream"])
+        self.assertEqual(self.resource.inFlight, set())
+
+    def test_backendError(self) -> None:
+        """A backend failure gives its status and reason."""
+        request = render(self.resource, b"POST", b"/request", b"hi")
+        self.backend.calls[0].errback(TooManyPending("full"))
+        self.assertEqual(request.responseCode, 503)
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"retry-after"), [b"1"])
+        self.assertIn(b"TooManyPending", b"".join(request.written))
+
+    def test_statsJson(self) -> None:
+        """GET /stats is the client's stats plus strategy and backend."""
+        request = render(self.resource, b"GET", b"/stats")
+        self.assertEqual(
+            json.loads(b"".join(request.written)),
+            {"pending": 0, "requests": 1, "strategy": "shared", "backend": "tcp:127.0.0.1:9000"},
+        )
+
+    def test_wrongMethodAndPath(self) -> None:
+        """Other methods get 405 with Allow; other paths 404."""
+        request = render(self.resource, b"GET", b"/request")
+        self.assertEqual(request.responseCode, 405)
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"allow"), [b"POST"])
+        self.assertEqual(render(self.resource, b"GET", b"/elsewhere").responseCode, 404)
+        self.assertEqual(render(self.resource, b"DELETE", b"/healthz").responseCode, 405)
+        self.assertEqual(b"".join(render(self.resource, b"GET", b"/healthz").written), b"ok\n")
+
+    def test_drain(self) -> None:
+        """drained() fires once in-flight requests finish; cancelInFlight ends them with 503."""
+        first = render(self.resource, b"POST", b"/request", b"1")
+        second = render(self.resource, b"POST", b"/request", b"2")
+        drained = self.resource.drained()
+        self.backend.calls[0].callback(b"one")
+        self.assertNoResult(drained)
+        self.resource.cancelInFlight()
+        self.successResultOf(drained)
+        self.assertEqual(first.written, [b"one"])
+        self.assertEqual(second.responseCode, 503)
+
+
+class DemoBackendTests(SynchronousTestCase):
+    """
+    The demo backend's echo and operations.
+    """
+
+    def test_echoAndDelay(self) -> None:
+        """Payloads are echoed, after delay plus jitter."""
+        clock = Clock()
+        self.assertEqual(DemoBackend(clock)(b"x"), b"x")
+        d = DemoBackend(clock, delay=1.0, jitter=2.0, random=lambda: 0.5)(b"y")
+        clock.advance(1.9)
+        self.assertNoResult(d)
+        clock.advance(0.1)
+        self.assertEqual(self.successResultOf(d), b"y")
+
+    def test_operations(self) -> None:
+        """!stats, !error and !sleep."""
+        clock = Clock()
+        backend = DemoBackend(clock, stats=lambda: {"connections": 2})
+        self.assertEqual(json.loads(backend(b"!stats")), {"connections": 2})  # type: ignore[arg-type]
+        e = self.assertRaises(RuntimeError, backend, b"!error nope")
+        self.assertEqual(str(e), "nope")
+        d = backend(b"!sleep 3")
+        clock.advance(3)
+        self.assertEqual(self.successResultOf(d), b"slept")  # type: ignore[arg-type]
+        self.assertRaises(ValueError, backend, b"!dance")
+        self.assertIsInstance(succeed(None), Deferred)

@@ -1,0 +1,305 @@
+# -*- test-case-name: tests.test_gateway -*-
+"""
+The demo API gateway: an HTTP API whose every request is exchanged with the
+backend through one client (shared, or one connection per request).
+
+    - C{POST /request}: the body is the payload; C{200} with the backend's reply.
+    - C{GET /stats}: the client's counters as JSON, plus C{strategy} and C{backend}.
+    - C{GET /metrics}: the same counters in Prometheus' text format.
+    - C{GET /healthz}: C{200} while the process serves.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from .errors import (
+    ConnectFailed,
+    ConnectionDropped,
+    PayloadTooLarge,
+    ProtocolViolation,
+    RemoteError,
+    RequestTimeout,
+    TooManyPending,
+)
+
+
+class Backend(Protocol):
+    """
+    What the gateway needs of a client.
+    """
+
+    def request(self, payload: bytes) -> Deferred[bytes]: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+#: Seconds a client is told to wait (C{Retry-After}) when the backend is saturated.
+RETRY_AFTER = 1
+
+_STATUS: list[tuple[type[BaseException], int, str]] = [
+    (ConnectFailed, 502, "backend unreachable (ConnectFailed)"),
+    (ConnectionDropped, 502, "backend connection dropped (ConnectionDropped)"),
+    (ProtocolViolation, 502, "backend broke the wire protocol (ProtocolViolation)"),
+    (RemoteError, 502, "backend error (RemoteError)"),
+    (TooManyPending, 503, "too many requests pending to the backend (TooManyPending)"),
+    (RequestTimeout, 504, "backend did not answer in time (RequestTimeout)"),
+    (PayloadTooLarge, 413, "payload too large (PayloadTooLarge)"),
+    (CancelledError, 503, "the gateway is shutting down"),
+]
+
+
+def statusFor(failure: Failure) -> tuple[int, str, dict[str, str]]:
+    """
+    Map a failed backend request to an HTTP answer.
+
+    @return: the status code, a short reason (with the error's text), and
+        extra headers.
+    """
+    for errorType, code, reason in _STATUS:
+        if failure.check(errorType):
+            headers = {"Retry-After": str(RETRY_AFTER)} if code == 503 else {}
+            text = str(failure.value)
+            return code, f"{reason}: {text}" if text else reason, headers
+    return 500, f"internal error: {failure.getErrorMessage()}", {}
+
+
+def _escapeLabel(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+_GAUGES = {"pending", "peakPending", "connected"}
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name)
+
+
+def metricsText(stats: dict[str, int], labels: dict[str, str]) -> str:
+    """
+    Render counters in the Prometheus text exposition format (version 0.0.4).
+
+    @param stats: counter names (camelCase) to values; C{pending},
+        C{peakPending} and C{connected} are gauges, the rest counters.
+    @param labels: labels added to every sample.
+    @return: the text, ending with a newline.
+    """
+    labelText = ",".join(f'{key}="{_escapeLabel(value)}"' for key, value in sorted(labels.items()))
+    lines = []
+    for key, value in stats.items():
+        gauge = key in _GAUGES
+        name = "sockshare_" + _snake(key) + ("" if gauge else "_total")
+        lines.append(f"# HELP {name} twisted_sockshare client {key}.")
+        lines.append(f"# TYPE {name} {'gauge' if gauge else 'counter'}")
+        lines.append(f"{name}{{{labelText}}} {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _plain(request: Request, code: int, text: str, headers: dict[str, str] | None = None) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    for name, value in (headers or {}).items():
+        request.setHeader(name.encode(), value.encode())
+    return (text + "\n").encode("utf-8")
+
+
+class _Leaf(Resource):
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes | int:
+        method = request.method.decode("ascii", "replace")
+        allowed = sorted(name[7:] for name in dir(self) if name.startswith("render_") and name != "render_HEAD")
+        if method not in allowed and not (method == "HEAD" and "GET" in allowed):
+            text = f"method {method} not allowed; use {', '.join(allowed)}"
+            return _plain(request, 405, text, {"Allow": ", ".join(allowed)})
+        return super().render(request)
+
+
+class _Exchange(_Leaf):
+    def __init__(self, gateway: GatewayResource) -> None:
+        super().__init__()
+        self._gateway = gateway
+
+    def render_POST(self, request: Request) -> bytes | int:
+        assert request.content is not None
+        payload = request.content.read()
+        gateway = self._gateway
+        d = gateway.backend.request(payload)
+        gateway.inFlight.add(d)
+        finished: list[object] = []
+        request.notifyFinish().addBoth(finished.append)
+
+        def answered(reply: bytes) -> None:
+            if not finished:
+                request.setHeader(b"content-type", b"application/octet-stream")
+                request.write(reply)
+                request.finish()
+
+        def failed(reason: Failure) -> None:
+            if not finished:
+                code, text, headers = statusFor(reason)
+                request.write(_plain(request, code, text, headers))
+                request.finish()
+
+        def done(result: object) -> object:
+            gateway.inFlight.discard(d)
+            gateway._checkDrained()
+            return result
+
+        d.addCallbacks(answered, failed).addBoth(done)
+        return NOT_DONE_YET
+
+
+class _Stats(_Leaf):
+    def __init__(self, gateway: GatewayResource) -> None:
+        super().__init__()
+        self._gateway = gateway
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        stats: dict[str, Any] = dict(self._gateway.backend.stats())
+        stats["strategy"] = self._gateway.strategy
+        stats["backend"] = self._gateway.backendDescription
+        return json.dumps(stats).encode() + b"\n"
+
+
+class _Metrics(_Leaf):
+    def __init__(self, gateway: GatewayResource) -> None:
+        super().__init__()
+        self._gateway = gateway
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        gateway = self._gateway
+        labels = {"backend": gateway.backendDescription, "strategy": gateway.strategy}
+        return metricsText(gateway.backend.stats(), labels).encode("utf-8")
+
+
+class _Health(_Leaf):
+    def render_GET(self, request: Request) -> bytes:
+        return _plain(request, 200, "ok")
+
+
+class GatewayResource(Resource):
+    """
+    The gateway's HTTP API over one backend client.
+
+    @ivar inFlight: the backend requests not answered yet.
+    """
+
+    def __init__(self, backend: Backend, strategy: str, backendDescription: str) -> None:
+        super().__init__()
+        self.backend = backend
+        self.strategy = strategy
+        self.backendDescription = backendDescription
+        self.inFlight: set[Deferred[bytes]] = set()
+        self._drainWaiters: list[Deferred[None]] = []
+        self.putChild(b"request", _Exchange(self))
+        self.putChild(b"stats", _Stats(self))
+        self.putChild(b"metrics", _Metrics(self))
+        self.putChild(b"healthz", _Health())
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return _NotFound()
+
+    def render(self, request: Request) -> bytes:
+        return _NotFound().render(request)
+
+    def drained(self) -> Deferred[None]:
+        """
+        @return: a Deferred that fires once no backend request is in flight.
+        """
+        waiter: Deferred[None] = Deferred()
+        self._drainWaiters.append(waiter)
+        self._checkDrained()
+        return waiter
+
+    def cancelInFlight(self) -> None:
+        """
+        Cancel every backend request still in flight (their HTTP clients get 503).
+        """
+        for d in list(self.inFlight):
+            d.cancel()
+
+    def _checkDrained(self) -> None:
+        if not self.inFlight and self._drainWaiters:
+            waiters, self._drainWaiters = self._drainWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+
+class _NotFound(_Leaf):
+    def render(self, request: Request) -> bytes:
+        return _plain(request, 404, "not found; try POST /request, GET /stats, /metrics or /healthz")
+
+
+class GatewayRequest(Request):
+    """
+    A request that refuses a body larger than the backend's C{maxPayload}
+    from its C{Content-Length}, before reading it, and stops buffering a
+    chunked body as soon as it grows past the limit.
+    """
+
+    maxPayload = 1_048_576
+    _received = 0
+    _refused = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.maxPayload:
+            self._refuse(length)
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > self.maxPayload:
+            self._refuse(self._received)
+            return
+        super().handleContentChunk(data)
+
+    def _refuse(self, size: int) -> None:
+        """
+        Answer 413 at once, without reading the body, and close the connection.
+        """
+        self._refused = True
+        body = (
+            f"payload too large (PayloadTooLarge): {size} bytes exceeds the backend's maxPayload={self.maxPayload}\n"
+        ).encode()
+        transport = self.channel.transport
+        assert transport is not None
+        transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        transport.loseConnection()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._refused:
+            return
+        super().requestReceived(command, path, version)
+
+
+def makeSite(resource: GatewayResource, maxPayload: int) -> Site:
+    """
+    A C{Site} serving C{resource}, refusing bodies above C{maxPayload}.
+    """
+
+    class _Request(GatewayRequest):
+        pass
+
+    _Request.maxPayload = maxPayload
+    site = Site(resource)
+    site.requestFactory = _Request
+    site.displayTracebacks = False
+    return site
+
+
+__all__ = ["GatewayResource", "GatewayRequest", "makeSite", "metricsText", "statusFor", "RETRY_AFTER"]

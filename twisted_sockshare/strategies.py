@@ -1,0 +1,97 @@
+# -*- test-case-name: tests.test_strategies -*-
+"""
+Other ways to talk to a backend, kept to compare against the shared client.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+
+from .client import SockShareClientFactory
+
+
+class PerRequestClient:
+    """
+    The legacy strategy the shared client replaces: every request opens its
+    own connection, and closes it after the reply.
+
+    It has the shared client's C{request}, C{close}, C{pending} and C{stats},
+    with the same options and errors, so either can sit behind the gateway.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint | str,
+        reactor: IReactorTime | None = None,
+        **options: Any,
+    ) -> None:
+        """
+        @param endpoint: where the backend is.
+        @param reactor: as for L{SockShareClientFactory}.
+        @param options: L{SockShareClientFactory}'s keyword options
+            (C{idleTimeout} is ignored: every connection closes after its reply).
+        """
+        options["idleTimeout"] = 0.0
+        self._endpoint = endpoint
+        self._reactor = reactor
+        self._options = options
+        self._clients: set[SockShareClientFactory] = set()
+        self._totals: Counter[str] = Counter()
+        self._peakPending = 0
+        self._closing = False
+        # Validate the options once, up front.
+        SockShareClientFactory(endpoint, reactor, **options)
+
+    @property
+    def pending(self) -> int:
+        return sum(client.pending for client in self._clients)
+
+    @property
+    def connected(self) -> bool:
+        return any(client.connected for client in self._clients)
+
+    def request(self, payload: bytes) -> Deferred[bytes]:
+        """
+        Send C{payload} on a new connection, closed once it is answered.
+        """
+        client = SockShareClientFactory(self._endpoint, self._reactor, maxPending=1, **self._options)
+        if self._closing:
+            client.close()
+        self._clients.add(client)
+        self._peakPending = max(self._peakPending, len(self._clients))
+        result = client.request(payload)
+        client.close().addBoth(self._retire, client)
+        return result
+
+    def _retire(self, _: object, client: SockShareClientFactory) -> None:
+        self._clients.discard(client)
+        self._totals.update(client.stats())
+
+    def close(self) -> Deferred[None]:
+        """
+        Refuse new requests; fire once every connection is gone.
+        """
+        self._closing = True
+        if not self._clients:
+            return succeed(None)
+        waiting = DeferredList([client.close() for client in self._clients])
+        return waiting.addCallback(lambda _: None)
+
+    def stats(self) -> dict[str, int]:
+        """
+        The sum of every connection's counters (see L{SockShareClientFactory.stats}).
+        """
+        totals = Counter(self._totals)
+        for client in self._clients:
+            totals.update(client.stats())
+        totals["pending"] = self.pending
+        totals["peakPending"] = self._peakPending
+        totals["connected"] = int(self.connected)
+        return {key: totals[key] for key in SockShareClientFactory.statKeys}
+
+
+__all__ = ["PerRequestClient"]

@@ -1,0 +1,269 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+twistd glue: the C{sockshare-server} demo backend and the C{sockshare-client}
+demo API gateway.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python import usage
+
+from .client import SockShareClientFactory
+from .demo import DemoBackend
+from .gateway import GatewayResource, makeSite
+from .server import SockShareServerFactory
+from .strategies import PerRequestClient
+
+_log = Logger(namespace="twisted_sockshare.tap")
+
+STRATEGIES = ("shared", "per-request")
+
+
+def _number(kind: type, option: str, minimum: float, inclusive: bool = True) -> Any:
+    """
+    A converter for usage.Options that names the option in its errors.
+    """
+    relation = ">=" if inclusive else ">"
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"--{option} takes a number, not {text!r}") from None
+        if value < minimum or (value == minimum and not inclusive):
+            raise ValueError(f"--{option} must be {relation} {minimum}, not {text}")
+        return value
+
+    convert.coerceDoc = f"Must be {relation} {minimum}."  # type: ignore[attr-defined]
+    return convert
+
+
+def _timeout(option: str) -> Any:
+    def convert(text: str) -> float | None:
+        if text.lower() in ("none", "off"):
+            return None
+        value: float | None = _number(float, option, 0, inclusive=False)(text)
+        return value
+
+    convert.coerceDoc = "Seconds (> 0), or 'none' to disable."  # type: ignore[attr-defined]
+    return convert
+
+
+class _PortFileService(StreamServerEndpointService):
+    """
+    Listens on an endpoint and, once listening, writes the port number to a
+    file (so tests and scripts can use C{tcp:0}).
+    """
+
+    _raiseSynchronously = True
+
+    def __init__(self, endpoint: IStreamServerEndpoint, factory: IProtocolFactory, portFile: str | None) -> None:
+        super().__init__(endpoint, factory)
+        self.portFile = portFile
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if self.portFile is not None and self._waitingForPort is not None:
+            self._waitingForPort.addCallback(self._writePort)
+
+    def _writePort(self, port: IListeningPort) -> IListeningPort:
+        assert self.portFile is not None
+        with open(self.portFile + ".tmp", "w") as f:
+            f.write(f"{port.getHost().port}\n")  # type: ignore[attr-defined]
+        os.replace(self.portFile + ".tmp", self.portFile)
+        return port
+
+
+class ServerOptions(usage.Options):
+    """
+    Options of C{twistd sockshare-server}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "The twisted_sockshare demo backend: answers each request with its payload (echo), "
+        "after --delay plus up to --jitter seconds. Payloads '!stats', '!error TEXT' and "
+        "'!sleep SECONDS' are operations."
+    )
+    optParameters = [
+        ["listen", "l", "tcp:9000:interface=127.0.0.1", "Endpoint to listen on (a server endpoint string)."],
+        ["delay", None, 0.0, "Seconds of simulated work per request.", _number(float, "delay", 0)],
+        ["jitter", None, 0.0, "Up to this many extra seconds per request, at random.", _number(float, "jitter", 0)],
+        [
+            "max-payload",
+            None,
+            1_048_576,
+            "Largest request or response payload, in bytes.",
+            _number(int, "max-payload", 0),
+        ],
+        ["port-file", None, None, "Write the listening port's number to this file."],
+    ]
+
+    def postOptions(self) -> None:
+        from twisted.internet import reactor
+
+        try:
+            self["endpoint"] = serverFromString(reactor, self["listen"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise usage.UsageError(f"--listen {self['listen']!r} is not a valid endpoint: {e}") from e
+
+
+def makeServerService(options: ServerOptions) -> IService:
+    """
+    The demo backend service described by C{options}.
+    """
+    from twisted.internet import reactor
+
+    backend = DemoBackend(reactor, options["delay"], options["jitter"])
+    factory = SockShareServerFactory(backend, maxPayload=options["max-payload"])
+    backend.stats = factory.stats
+    return _PortFileService(options["endpoint"], factory, options["port-file"])
+
+
+class ClientOptions(usage.Options):
+    """
+    Options of C{twistd sockshare-client}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "The twisted_sockshare demo API gateway: POST /request exchanges the body with the "
+        "backend; GET /stats, /metrics and /healthz report."
+    )
+    optParameters = [
+        ["listen", "l", "tcp:8080:interface=127.0.0.1", "HTTP endpoint to listen on (a server endpoint string)."],
+        ["backend", "b", "tcp:127.0.0.1:9000", "The backend (a client endpoint string)."],
+        ["strategy", "s", "shared", f"How to reach the backend: {' or '.join(STRATEGIES)}."],
+        ["idle-timeout", None, 0.0, "Seconds to keep an unused connection open.", _number(float, "idle-timeout", 0)],
+        [
+            "connect-timeout",
+            None,
+            10.0,
+            "Seconds a connection attempt may take ('none': endpoint's).",
+            _timeout("connect-timeout"),
+        ],
+        [
+            "request-timeout",
+            None,
+            30.0,
+            "Seconds a backend request may take ('none': forever).",
+            _timeout("request-timeout"),
+        ],
+        ["max-pending", None, 10_000, "Most backend requests outstanding at once.", _number(int, "max-pending", 1)],
+        ["max-payload", None, 1_048_576, "Largest payload, in bytes.", _number(int, "max-payload", 0)],
+        [
+            "drain-timeout",
+            None,
+            10.0,
+            "On shutdown, seconds to let in-flight requests finish.",
+            _number(float, "drain-timeout", 0),
+        ],
+        ["port-file", None, None, "Write the HTTP port's number to this file."],
+    ]
+    optFlags = [
+        ["reset-on-timeout", None, "Drop the connection when a request times out (the default)."],
+        ["no-reset-on-timeout", None, "Fail only the late request; keep the connection."],
+    ]
+
+    def postOptions(self) -> None:
+        from twisted.internet import reactor
+
+        if self["strategy"] not in STRATEGIES:
+            raise usage.UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {self['strategy']!r}")
+        if self["reset-on-timeout"] and self["no-reset-on-timeout"]:
+            raise usage.UsageError("give --reset-on-timeout or --no-reset-on-timeout, not both")
+        try:
+            self["endpoint"] = serverFromString(reactor, self["listen"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise usage.UsageError(f"--listen {self['listen']!r} is not a valid endpoint: {e}") from e
+        try:
+            clientFromString(reactor, self["backend"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise usage.UsageError(f"--backend {self['backend']!r} is not a valid endpoint: {e}") from e
+
+    def clientOptions(self) -> dict[str, Any]:
+        """
+        The keyword options for the backend client.
+        """
+        return {
+            "idleTimeout": self["idle-timeout"],
+            "connectTimeout": self["connect-timeout"],
+            "requestTimeout": self["request-timeout"],
+            "maxPending": self["max-pending"],
+            "maxPayload": self["max-payload"],
+            "resetOnTimeout": not self["no-reset-on-timeout"],
+        }
+
+
+class _DrainService(Service):
+    """
+    On stop: let in-flight requests finish (up to C{drainTimeout}), cancel
+    the rest, then close the backend client.
+    """
+
+    def __init__(self, resource: GatewayResource, client: Any, drainTimeout: float, reactor: IReactorCore) -> None:
+        self._resource = resource
+        self._client = client
+        self._drainTimeout = drainTimeout
+        self._reactor = reactor
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        pending = len(self._resource.inFlight)
+        if pending:
+            _log.info(
+                "Draining {count} in-flight requests (up to {seconds}s)", count=pending, seconds=self._drainTimeout
+            )
+        drained = self._resource.drained()
+        timer = self._reactor.callLater(self._drainTimeout, self._resource.cancelInFlight)  # type: ignore[attr-defined]
+
+        def closeClient(_: object) -> Deferred[None]:
+            if timer.active():
+                timer.cancel()
+            return maybeDeferred(self._client.close)
+
+        return drained.addCallback(closeClient)
+
+
+class _GatewayService(MultiService):
+    """
+    The HTTP listener and the drain step; the listener stops first.
+    """
+
+    def stopService(self) -> Deferred[Any]:
+        Service.stopService(self)
+        listener, drain = list(self)
+
+        def thenDrain(_: object) -> Deferred[Any]:
+            return maybeDeferred(drain.stopService)
+
+        return DeferredList([maybeDeferred(listener.stopService).addCallback(thenDrain)])
+
+
+def makeClientService(options: ClientOptions) -> IService:
+    """
+    The demo gateway service described by C{options}.
+    """
+    from twisted.internet import reactor
+
+    clientOptions = options.clientOptions()
+    client: Any
+    if options["strategy"] == "shared":
+        client = SockShareClientFactory(options["backend"], reactor, **clientOptions)
+    else:
+        client = PerRequestClient(options["backend"], reactor, **clientOptions)
+    resource = GatewayResource(client, options["strategy"], options["backend"])
+    site = makeSite(resource, options["max-payload"])
+    service = _GatewayService()
+    _PortFileService(options["endpoint"], site, options["port-file"]).setServiceParent(service)
+    _DrainService(resource, client, options["drain-timeout"], reactor).setServiceParent(service)
+    return service

@@ -1,0 +1,8 @@
+"""
+C{twistd sockshare-server}: see L{twisted_sockshare.tap}.
+"""
+
+from .tap import ServerOptions as Options
+from .tap import makeServerService as makeService
+
+__all__ = ["Options", "makeService"]
