@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
 from .client import SockShareClientFactory
+from .errors import ClientClosed, TooManyPending
 
 
 class PerRequestClient:
@@ -36,6 +37,7 @@ class PerRequestClient:
             (C{idleTimeout} is ignored: every connection closes after its reply).
         """
         options["idleTimeout"] = 0.0
+        self._maxPending = options.pop("maxPending", 10_000)
         self._endpoint = endpoint
         self._reactor = reactor
         self._options = options
@@ -44,7 +46,7 @@ class PerRequestClient:
         self._peakPending = 0
         self._closing = False
         # Validate the options once, up front.
-        SockShareClientFactory(endpoint, reactor, **options)
+        self._template = SockShareClientFactory(endpoint, reactor, maxPending=self._maxPending, **options)
 
     @property
     def pending(self) -> int:
@@ -58,14 +60,29 @@ class PerRequestClient:
         """
         Send C{payload} on a new connection, closed once it is answered.
         """
+        if self._closing or len(self._clients) >= self._maxPending:
+            return self._refuse()
         client = SockShareClientFactory(self._endpoint, self._reactor, maxPending=1, **self._options)
-        if self._closing:
-            client.close()
         self._clients.add(client)
         self._peakPending = max(self._peakPending, len(self._clients))
         result = client.request(payload)
         client.close().addBoth(self._retire, client)
         return result
+
+    def _refuse(self) -> Deferred[bytes]:
+        """
+        Refuse as the shared client would: closed, or C{maxPending} connections open.
+        """
+        self._totals["rejected"] += 1
+        where = self._template.endpointDescription
+        if self._closing:
+            return fail(ClientClosed(f"the client for {where} is closed; make a new one"))
+        return fail(
+            TooManyPending(
+                f"{len(self._clients)} requests already pending to {where} "
+                f"(maxPending={self._maxPending}); retry later or raise maxPending"
+            )
+        )
 
     def _retire(self, _: object, client: SockShareClientFactory) -> None:
         self._clients.discard(client)

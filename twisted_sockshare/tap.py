@@ -229,6 +229,10 @@ class _DrainService(Service):
         def closeClient(_: object) -> Deferred[None]:
             if timer.active():
                 timer.cancel()
+                # Every request was answered: this is a clean exit, so twistd
+                # exits 0 rather than re-raising the signal that asked for it.
+                if getattr(self._reactor, "_exitSignal", None) is not None:
+                    self._reactor._exitSignal = None  # type: ignore[attr-defined]
             return maybeDeferred(self._client.close)
 
         return drained.addCallback(closeClient)
