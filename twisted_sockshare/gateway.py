@@ -121,11 +121,13 @@ class _Leaf(Resource):
         return super().render(request)
 
 
-class _Exchange(_Leaf):
+class _GatewayLeaf(_Leaf):
     def __init__(self, gateway: GatewayResource) -> None:
         super().__init__()
         self._gateway = gateway
 
+
+class _Exchange(_GatewayLeaf):
     def render_POST(self, request: Request) -> bytes | int:
         assert request.content is not None
         payload = request.content.read()
@@ -156,11 +158,7 @@ class _Exchange(_Leaf):
         return NOT_DONE_YET
 
 
-class _Stats(_Leaf):
-    def __init__(self, gateway: GatewayResource) -> None:
-        super().__init__()
-        self._gateway = gateway
-
+class _Stats(_GatewayLeaf):
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
         stats: dict[str, Any] = dict(self._gateway.backend.stats())
@@ -169,11 +167,7 @@ class _Stats(_Leaf):
         return json.dumps(stats).encode() + b"\n"
 
 
-class _Metrics(_Leaf):
-    def __init__(self, gateway: GatewayResource) -> None:
-        super().__init__()
-        self._gateway = gateway
-
+class _Metrics(_GatewayLeaf):
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
         gateway = self._gateway
