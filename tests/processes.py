@@ -5,6 +5,7 @@ Run the twistd plugins as real processes on ephemeral loopback ports.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,9 +63,13 @@ class Twistd:
             self.process.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
+        """
+        Stop the process if it still runs, and remove its files.
+        """
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(10)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def log(self) -> str:
         try:
