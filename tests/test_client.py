@@ -246,6 +246,26 @@ class IdleCloseTests(ClientTestCase):
         self.clock.advance(5)
         self.assertTrue(attempt.transport.disconnecting)
 
+    def test_idleTimeoutNoneKeepsConnection(self) -> None:
+        """With idleTimeout=None the idle connection stays open until close()."""
+        client = self.makeClient(idleTimeout=None)
+        client.request(b"1")
+        attempt = self.endpoint.last
+        attempt.succeed()
+        attempt.respond(0, b"")
+        self.clock.advance(3600)
+        self.assertTrue(client.connected)
+        self.assertFalse(attempt.transport.disconnecting)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        d = client.request(b"2")
+        attempt.respond(attempt.sentRequests()[1][0], b"two")
+        self.assertEqual(self.successResultOf(d), b"two")
+        self.assertEqual(len(self.endpoint.attempts), 1)
+        closed = client.close()
+        self.assertTrue(attempt.transport.disconnecting)
+        attempt.lose()
+        self.successResultOf(closed)
+
     def test_deadlineTimerCancelledOnIdleClose(self) -> None:
         """Once the connection closes at zero, no timer of ours is left."""
         client = self.makeClient(requestTimeout=30)

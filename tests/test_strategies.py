@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_sockshare import ClientClosed, TooManyPending
-from twisted_sockshare.strategies import PerRequestClient
+from twisted_sockshare.strategies import PerRequestClient, SerializedClient
 
 from .helpers import FakeEndpoint
 
@@ -54,3 +54,42 @@ class PerRequestTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), b"ok")
         self.failureResultOf(client.request(b"2"), ClientClosed)
         self.successResultOf(client.close())
+
+
+class SerializedTests(SynchronousTestCase):
+    """
+    One connection, one request at a time.
+    """
+
+    def test_oneAtATime(self) -> None:
+        """The second request is written only after the first is answered, on the same connection."""
+        endpoint = FakeEndpoint()
+        client = SerializedClient(endpoint, Clock())
+        d1, d2 = client.request(b"1"), client.request(b"2")
+        self.assertEqual(client.pending, 2)
+        attempt = endpoint.last
+        attempt.succeed()
+        self.assertEqual([p for _, p in attempt.sentRequests()], [b"1"])
+        attempt.respond(attempt.sentRequests()[0][0], b"one")
+        self.assertEqual(self.successResultOf(d1), b"one")
+        self.assertEqual([p for _, p in attempt.sentRequests()], [b"1", b"2"])
+        attempt.respond(attempt.sentRequests()[1][0], b"two")
+        self.assertEqual(self.successResultOf(d2), b"two")
+        self.assertEqual(client.pending, 0)
+        self.assertTrue(client.stats()["connected"])
+        self.assertEqual(len(endpoint.attempts), 1)
+
+    def test_closeFailsWaiting(self) -> None:
+        """After close(), requests still waiting their turn fail with ClientClosed."""
+        endpoint = FakeEndpoint()
+        client = SerializedClient(endpoint, Clock())
+        d1, d2 = client.request(b"1"), client.request(b"2")
+        attempt = endpoint.last
+        attempt.succeed()
+        closed = client.close()
+        attempt.respond(attempt.sentRequests()[0][0], b"one")
+        self.assertEqual(self.successResultOf(d1), b"one")
+        self.failureResultOf(d2, ClientClosed)
+        attempt.lose()
+        self.successResultOf(closed)
+        self.assertEqual(client.pending, 0)

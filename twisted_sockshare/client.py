@@ -254,7 +254,7 @@ class SockShareClientFactory(Factory):
         endpoint: IStreamClientEndpoint | str,
         reactor: IReactorTime | None = None,
         *,
-        idleTimeout: float = 0.0,
+        idleTimeout: float | None = 0.0,
         connectTimeout: float | None = 10.0,
         requestTimeout: float | None = 30.0,
         maxPending: int = 10_000,
@@ -269,7 +269,8 @@ class SockShareClientFactory(Factory):
             string); the global reactor if L{None}.
         @param idleTimeout: seconds to keep the connection open once no
             request is pending; C{0} closes it as soon as the callbacks of the
-            last response have run.
+            last response have run; L{None} keeps it open until L{close} (or
+            until it fails).
         @param connectTimeout: seconds a connection attempt may take before
             the requests waiting on it fail with L{ConnectFailed}; L{None}
             leaves it to the endpoint.
@@ -290,8 +291,8 @@ class SockShareClientFactory(Factory):
 
             reactor = globalReactor
         assert reactor is not None
-        if idleTimeout < 0:
-            raise ValueError(f"idleTimeout must be >= 0, not {idleTimeout!r}")
+        if idleTimeout is not None and idleTimeout < 0:
+            raise ValueError(f"idleTimeout must be >= 0 or None, not {idleTimeout!r}")
         if connectTimeout is not None and connectTimeout <= 0:
             raise ValueError(f"connectTimeout must be > 0 or None, not {connectTimeout!r}")
         if requestTimeout is not None and requestTimeout <= 0:
@@ -635,7 +636,7 @@ class SockShareClientFactory(Factory):
         if type(state) is _Connected:
             if closing or self.idleTimeout == 0:
                 self._closeIdle(state)
-            elif state.idleCall is None:
+            elif state.idleCall is None and self.idleTimeout is not None:
                 state.idleCall = self._clock.callLater(self.idleTimeout, self._closeIdle, state)
         elif type(state) is _Connecting:
             if closing and state.abandoned is None:

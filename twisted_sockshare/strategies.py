@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, fail, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
 from .client import SockShareClientFactory
@@ -111,4 +111,60 @@ class PerRequestClient:
         return {key: totals[key] for key in SockShareClientFactory.statKeys}
 
 
-__all__ = ["PerRequestClient"]
+class SerializedClient:
+    """
+    One connection kept open, one request at a time: a request waits until
+    the previous one is answered (the "lock around a socket" design).
+
+    It exists to be measured against the shared client, which sends every
+    concurrent request at once on the same connection.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint | str,
+        reactor: IReactorTime | None = None,
+        **options: Any,
+    ) -> None:
+        """
+        @param endpoint: where the backend is.
+        @param reactor: as for L{SockShareClientFactory}.
+        @param options: L{SockShareClientFactory}'s keyword options;
+            C{idleTimeout} defaults to L{None} (the connection stays open).
+        """
+        options.setdefault("idleTimeout", None)
+        self._client = SockShareClientFactory(endpoint, reactor, **options)
+        self._turn = DeferredLock()
+        self._waiting = 0
+
+    @property
+    def pending(self) -> int:
+        return self._client.pending + self._waiting
+
+    def request(self, payload: bytes) -> Deferred[bytes]:
+        """
+        Send C{payload} once every earlier request has been answered (or
+        has failed).  Requests still waiting their turn when L{close} is
+        called fail with L{ClientClosed}.
+        """
+        self._waiting += 1
+        return self._turn.run(self._send, payload)
+
+    def _send(self, payload: bytes) -> Deferred[bytes]:
+        self._waiting -= 1
+        return self._client.request(payload)
+
+    def close(self) -> Deferred[None]:
+        """
+        Close the connection once the request being answered is done.
+        """
+        return self._client.close()
+
+    def stats(self) -> dict[str, int]:
+        """
+        The connection's counters (see L{SockShareClientFactory.stats}).
+        """
+        return self._client.stats()
+
+
+__all__ = ["PerRequestClient", "SerializedClient"]
