@@ -25,14 +25,19 @@ class StrictTransport(StringTransport):
     """
 
     aborted = False
+    #: How many times write or writeSequence was called.
+    writeCalls = 0
 
     def write(self, data: bytes) -> None:
         assert not self.disconnecting, "wrote to a closing transport"
+        self.writeCalls += 1
         super().write(data)
 
     def writeSequence(self, seq: list[bytes]) -> None:  # type: ignore[override]
+        assert not self.disconnecting, "wrote to a closing transport"
+        self.writeCalls += 1
         for data in seq:
-            self.write(data)
+            super().write(data)
 
     def abortConnection(self) -> None:
         self.aborted = True

@@ -159,6 +159,25 @@ class CountedTests(ClientTestCase):
             self.assertEqual(s[key], 0, key)
         self.assertInvariant()
 
+    def test_requestsFromResponseCallbacksCoalesced(self) -> None:
+        """
+        Requests sent by the callbacks of responses that arrived in one
+        chunk are written together, with one writeSequence.
+        """
+        client = self.makeClient()
+        for i in range(3):
+            client.request(b"%d" % i).addCallback(lambda reply: client.request(reply + b"+"))
+        attempt = self.endpoint.last
+        attempt.succeed()
+        assert attempt.transport is not None
+        self.assertEqual(attempt.transport.writeCalls, 3)
+        chunk = b"".join(encodeFrame(requestId, RESPONSE, payload) for requestId, payload in attempt.sentRequests())
+        attempt.protocol.dataReceived(chunk)  # type: ignore[attr-defined]
+        self.assertEqual(attempt.transport.writeCalls, 4)
+        self.assertEqual([p for _, p in attempt.sentRequests()[3:]], [b"0+", b"1+", b"2+"])
+        self.assertEqual(client.pending, 3)
+        self.assertInvariant()
+
     def test_requestIdsWrapAndSkipOutstanding(self) -> None:
         """Ids wrap around after 2**32-1 and never reuse an outstanding id."""
         client = self.makeClient()

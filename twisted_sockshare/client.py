@@ -43,36 +43,41 @@ from .errors import (
     RequestTimeout,
     TooManyPending,
 )
-from .wire import CLIENT_RECEIVES, MAX_REQUEST_ID, MIN_LENGTH, REQUEST, RESPONSE, FrameDecoder, encodeFrame
+from .wire import CLIENT_RECEIVES, MAX_REQUEST_ID, MIN_LENGTH, REQUEST, RESPONSE, FrameDecoder, packHeader
 
 _MAX_PAYLOAD = MAX_REQUEST_ID - MIN_LENGTH
 
 _log = Logger(namespace="twisted_sockshare.client")
 
 
-class _Request:
+class _Request(Deferred[bytes]):
     """
-    One request, from L{SockShareClientFactory.request} until its Deferred fires.
+    One request, from L{SockShareClientFactory.request} until it fires: it is
+    the Deferred handed to the caller, so a request costs one object.  Its
+    attributes are set by L{SockShareClientFactory.request}.
 
-    @ivar deferred: the caller's Deferred; L{None} once it has fired.
+    @ivar factory: the client it belongs to.
     @ivar payload: what to send; dropped once written.
     @ivar deadline: when the request times out (L{None}: never).
     @ivar connection: the connection it was written to (L{None}: still queued).
     @ivar requestId: its id on that connection.
     """
 
-    __slots__ = ("factory", "deferred", "payload", "deadline", "connection", "requestId")
+    __slots__ = ("factory", "payload", "deadline", "connection", "requestId")
 
-    def __init__(self, factory: SockShareClientFactory, payload: bytes) -> None:
-        self.factory = factory
-        self.payload: bytes | None = payload
-        self.deadline: float | None = None
-        self.connection: SockShareClientProtocol | None = None
-        self.requestId = -1
-        self.deferred: Deferred[bytes] | None = Deferred(self._cancel)
+    factory: SockShareClientFactory
+    payload: bytes | None
+    deadline: float | None
+    connection: SockShareClientProtocol | None
+    requestId: int
 
-    def _cancel(self, deferred: Deferred[bytes]) -> None:
-        self.factory._cancelRequest(self)
+
+def _cancelRequest(request: Deferred[bytes]) -> None:
+    """
+    The canceller of every L{_Request}.
+    """
+    assert isinstance(request, _Request)
+    request.factory._cancelRequest(request)
 
 
 class SockShareClientProtocol(Protocol):
@@ -93,6 +98,9 @@ class SockShareClientProtocol(Protocol):
         self._decoder = FrameDecoder(factory.maxPayload, CLIENT_RECEIVES)
         self._outstanding: dict[int, _Request] = {}
         self._nextId = 0
+        # While responses are being delivered, the requests their callbacks
+        # send are collected here and written with one writeSequence.
+        self._batch: list[bytes] | None = None
 
     def connectionMade(self) -> None:
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
@@ -111,9 +119,13 @@ class SockShareClientProtocol(Protocol):
         request.requestId = requestId
         request.connection = self
         outstanding[requestId] = request
-        payload, request.payload = request.payload, None
-        assert payload is not None
-        self.transport.write(encodeFrame(requestId, REQUEST, payload))  # type: ignore[union-attr]
+        payload: bytes = request.payload  # type: ignore[assignment]
+        request.payload = None
+        frame = packHeader(MIN_LENGTH + len(payload), requestId, REQUEST) + payload
+        if self._batch is not None:
+            self._batch.append(frame)
+        else:
+            self.transport.write(frame)  # type: ignore[union-attr]
 
     def forget(self, request: _Request) -> None:
         """
@@ -126,8 +138,11 @@ class SockShareClientProtocol(Protocol):
         """
         Remove and return every request outstanding on this connection.
         """
-        outstanding, self._outstanding = self._outstanding, {}
-        return list(outstanding.values())
+        requests = list(self._outstanding.values())
+        # Cleared in place: responses still being delivered from the same
+        # chunk then find nothing, and count as late.
+        self._outstanding.clear()
+        return requests
 
     @property
     def outstanding(self) -> int:
@@ -137,17 +152,21 @@ class SockShareClientProtocol(Protocol):
         return len(self._outstanding)
 
     def dataReceived(self, data: bytes) -> None:
-        factory = self._factory
-        pop = self._outstanding.pop
-        for requestId, kind, payload in self._decoder.feed(data):
-            request = pop(requestId, None)
-            if request is None:
-                factory._lateResponses += 1
-            else:
-                factory._answered(request, kind == RESPONSE, payload)
+        frames = self._decoder.feed(data)
+        if frames:
+            batch: list[bytes] = []
+            self._batch = batch
+            try:
+                self._factory._answered(self._outstanding, frames)
+            finally:
+                self._batch = None
+                # If the connection was detached meanwhile, the requests in
+                # the batch were failed with it: their frames are not written.
+                if batch and not self.closing:
+                    self.transport.writeSequence(batch)  # type: ignore[union-attr]
         violation = self._decoder.violation
         if violation is not None and not self.lost:
-            factory._protocolViolation(self, violation)
+            self._factory._protocolViolation(self, violation)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
@@ -309,6 +328,7 @@ class SockShareClientFactory(Factory):
             self.endpointDescription = _describeEndpoint(endpoint)
             self._endpoint = endpoint
         self._clock = reactor
+        self._seconds = reactor.seconds
         self.idleTimeout = idleTimeout
         self.connectTimeout = connectTimeout
         self.requestTimeout = requestTimeout
@@ -414,19 +434,25 @@ class SockShareClientFactory(Factory):
             L{ClientClosed}.  It fires exactly once.
         """
         pending = self._pending
-        if self._closeWaiters is not None or len(pending) >= self.maxPending or len(payload) > self.maxPayload:
+        count = len(pending)
+        if count >= self.maxPending or len(payload) > self.maxPayload or self._closeWaiters is not None:
             return self._reject(payload)
-        request = _Request(self, payload)
-        deferred = request.deferred
-        assert deferred is not None
+        request = _Request(_cancelRequest)
+        request.factory = self
+        request.payload = payload
+        request.connection = None
+        request.requestId = -1
+        timeout = self.requestTimeout
+        if timeout is None:
+            request.deadline = None
+        else:
+            request.deadline = self._seconds() + timeout
+            if self._deadlineCall is None:
+                self._deadlineCall = self._clock.callLater(timeout, self._checkDeadlines)
         pending[request] = None
         self._requests += 1
-        if len(pending) > self._peakPending:
-            self._peakPending = len(pending)
-        if self.requestTimeout is not None:
-            request.deadline = self._clock.seconds() + self.requestTimeout
-            if self._deadlineCall is None:
-                self._deadlineCall = self._clock.callLater(self.requestTimeout, self._checkDeadlines)
+        if count >= self._peakPending:
+            self._peakPending = count + 1
         state = self._state
         if type(state) is _Connected:
             if state.idleCall is not None:
@@ -437,7 +463,7 @@ class SockShareClientFactory(Factory):
             state.waiting.append(request)
         else:
             self._connect(request)
-        return deferred
+        return request
 
     def _reject(self, payload: bytes) -> Deferred[bytes]:
         self._rejected += 1
@@ -456,44 +482,49 @@ class SockShareClientFactory(Factory):
             )
         return fail(error)
 
-    def _succeed(self, request: _Request, payload: bytes) -> None:
-        del self._pending[request]
-        self._responses += 1
-        deferred, request.deferred = request.deferred, None
-        assert deferred is not None
-        deferred.callback(payload)
-
     def _fail(self, request: _Request, error: BaseException) -> None:
         del self._pending[request]
         if type(error) is RemoteError:
             self._remoteErrors += 1
         else:
             self._failures += 1
-        deferred, request.deferred = request.deferred, None
-        assert deferred is not None
-        deferred.errback(Failure(error))
+        request.errback(Failure(error))
 
     def _failAll(self, requests: list[_Request], error: BaseException) -> None:
         """
         Fail every request of C{requests} whose Deferred has not fired yet.
         """
         for request in requests:
-            if request.deferred is not None:
+            if not request.called:
                 self._fail(request, error)
 
-    def _answered(self, request: _Request, ok: bool, payload: bytes) -> None:
+    def _answered(self, outstanding: dict[int, _Request], frames: list[tuple[int, int, bytes]]) -> None:
         """
-        The response to C{request} arrived: a RESPONSE if C{ok}, else an ERROR.
+        Responses arrived on a connection: fire their requests' Deferreds,
+        in order, checking after each whether none is left pending.
+
+        @param outstanding: the connection's requests, by id; each answered
+            one is removed.
+        @param frames: the RESPONSE and ERROR frames received.
         """
-        if ok:
-            self._succeed(request, payload)
-        else:
-            self._fail(request, RemoteError(payload.decode("utf-8", "replace")))
-        if not self._pending:
-            self._becameIdle()
+        pending = self._pending
+        pop = outstanding.pop
+        for requestId, kind, payload in frames:
+            request = pop(requestId, None)
+            if request is None:
+                self._lateResponses += 1
+                continue
+            if kind == RESPONSE:
+                del pending[request]
+                self._responses += 1
+                request.callback(payload)
+            else:
+                self._fail(request, RemoteError(payload.decode("utf-8", "replace")))
+            if not pending:
+                self._becameIdle()
 
     def _cancelRequest(self, request: _Request) -> None:
-        if request.deferred is None:
+        if request.called:
             return
         if request.connection is not None:
             request.connection.forget(request)
@@ -519,7 +550,7 @@ class SockShareClientFactory(Factory):
                 break
             expired.append(request)
         for request in expired:
-            if request.deferred is None:
+            if request.called:
                 continue
             self._timeouts += 1
             connection = request.connection
@@ -602,7 +633,7 @@ class SockShareClientFactory(Factory):
         self._state = connected
         waiting, state.waiting = state.waiting, []
         for request in waiting:
-            if request.deferred is not None:
+            if not request.called:
                 protocol.sendRequest(request)
         if not self._pending:
             self._becameIdle()

@@ -95,7 +95,7 @@ class PerRequestClient:
         self._closing = True
         if not self._clients:
             return succeed(None)
-        waiting = DeferredList([client.close() for client in self._clients])
+        waiting = DeferredList([client.close() for client in list(self._clients)])
         return waiting.addCallback(lambda _: None)
 
     def stats(self) -> dict[str, int]:

@@ -36,6 +36,10 @@ MAX_REQUEST_ID: Final = 0xFFFFFFFF
 _pack = _HEADER.pack
 _unpackFrom = _HEADER.unpack_from
 
+#: C{packHeader(length, requestId, kind)}: a frame's header; the payload
+#: follows it (L{encodeFrame} does both).
+packHeader: Final = _pack
+
 
 def encodeFrame(requestId: int, kind: int, payload: bytes) -> bytes:
     """
@@ -136,5 +140,6 @@ __all__ = [
     "MIN_LENGTH",
     "MAX_REQUEST_ID",
     "encodeFrame",
+    "packHeader",
     "FrameDecoder",
 ]

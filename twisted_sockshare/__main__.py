@@ -1,0 +1,7 @@
+"""
+C{python -m twisted_sockshare}: the C{sockshare} command.
+"""
+
+from .cli import main
+
+main()

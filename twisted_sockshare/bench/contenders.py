@@ -1,0 +1,296 @@
+# -*- test-case-name: tests.test_bench -*-
+"""
+What C{sockshare bench} measures: the library's strategies, and other tools
+measured in the same run for reference.
+
+Each contender is built from an endpoint and has C{request(payload)}
+returning a Deferred of the reply, and C{close()}.  The endpoint handed to
+it counts the connections it opens, whichever tool opens them.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from typing import Protocol as TypingProtocol
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.interfaces import IConsumer, IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.protocol import Protocol
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer, IResponse
+from zope.interface import implementer
+
+from ..client import SockShareClientFactory
+from ..strategies import PerRequestClient, SerializedClient
+from .backend import Echo
+
+
+class Contender(TypingProtocol):
+    def request(self, payload: bytes) -> Deferred[bytes]: ...
+
+    def close(self) -> Deferred[Any]: ...
+
+
+@implementer(IStreamClientEndpoint)
+class CountingEndpoint:
+    """
+    An endpoint that counts the connections made through it.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self._endpoint = endpoint
+        self.connections = 0
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        self.connections += 1
+        return self._endpoint.connect(protocolFactory)
+
+
+# -- Other tools --------------------------------------------------------------
+
+_HEADER = struct.Struct(">IIB")
+
+
+class _RawProtocol(Protocol):
+    """
+    The smallest multiplexed client of the wire format: a dict of Deferreds,
+    one C{struct} pack per request; no timeouts, no counting, no closing.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, Deferred[bytes]] = {}
+        self._nextId = 0
+        self._buffer = b""
+
+    def request(self, payload: bytes) -> Deferred[bytes]:
+        self._nextId = requestId = (self._nextId + 1) & 0xFFFFFFFF
+        d = self._waiting[requestId] = Deferred()
+        self.transport.write(_HEADER.pack(5 + len(payload), requestId, 1) + payload)  # type: ignore[union-attr]
+        return d
+
+    def dataReceived(self, data: bytes) -> None:
+        data = self._buffer + data if self._buffer else data
+        offset, end = 0, len(data)
+        while end - offset >= 9:
+            length, requestId, _kind = _HEADER.unpack_from(data, offset)
+            stop = offset + 4 + length
+            if stop > end:
+                break
+            self._waiting.pop(requestId).callback(data[offset + 9 : stop])
+            offset = stop
+        self._buffer = data[offset:]
+
+
+class _Lazily:
+    """
+    Connects one protocol on the first request and uses it for ever after.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint, make: Callable[[], Protocol]) -> None:
+        self._endpoint = endpoint
+        self._make = make
+        self._protocol: Any = None
+        self._waiting: list[tuple[bytes, Deferred[bytes]]] | None = None
+
+    def request(self, payload: bytes) -> Deferred[bytes]:
+        if self._protocol is not None:
+            return self.send(self._protocol, payload)
+        d: Deferred[bytes] = Deferred()
+        if self._waiting is None:
+            self._waiting = []
+            connectProtocol(self._endpoint, self._make()).addCallbacks(self._connected, self._failed)
+        self._waiting.append((payload, d))
+        return d
+
+    def send(self, protocol: Any, payload: bytes) -> Deferred[bytes]:
+        return protocol.request(payload)
+
+    def _connected(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+        waiting, self._waiting = self._waiting or [], None
+        for payload, d in waiting:
+            self.send(protocol, payload).chainDeferred(d)
+
+    def _failed(self, reason: Failure) -> None:
+        waiting, self._waiting = self._waiting or [], None
+        for _, d in waiting:
+            d.errback(reason)
+
+    def close(self) -> Deferred[None]:
+        if self._protocol is not None:
+            self._protocol.transport.loseConnection()
+        return succeed(None)
+
+
+class RawClient(_Lazily):
+    """
+    C{raw}: the floor every feature of the library is measured against.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        super().__init__(endpoint, _RawProtocol)
+
+
+class AmpClient(_Lazily):
+    """
+    C{amp}: Twisted AMP's C{callRemote} over one connection.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        super().__init__(endpoint, amp.AMP)
+
+    def send(self, protocol: Any, payload: bytes) -> Deferred[bytes]:
+        return protocol.callRemote(Echo, payload=payload).addCallback(_payloadOf)
+
+
+def _payloadOf(response: dict[str, bytes]) -> bytes:
+    return response["payload"]
+
+
+@implementer(IBodyProducer)
+class _Body:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class HttpClient:
+    """
+    C{http}: HTTP/1.1 keep-alive through twisted.web's C{Agent} and a
+    persistent C{HTTPConnectionPool} (one connection per concurrent caller,
+    as HTTP/1.1 cannot multiplex).
+    """
+
+    _headers = Headers({b"content-type": [b"application/octet-stream"]})
+
+    def __init__(self, endpoint: IStreamClientEndpoint, reactor: Any, concurrency: int) -> None:
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool.maxPersistentPerHost = concurrency
+        self._pool.retryAutomatically = False
+        self._agent = Agent.usingEndpointFactory(reactor, _OneEndpoint(endpoint), pool=self._pool)
+
+    def request(self, payload: bytes) -> Deferred[bytes]:
+        d = self._agent.request(b"POST", b"http://backend/", self._headers, _Body(payload))
+        return d.addCallback(_body)
+
+    def close(self) -> Deferred[None]:
+        return self._pool.closeCachedConnections()
+
+
+def _body(response: IResponse) -> Deferred[bytes]:
+    if response.code != 200:
+        raise RuntimeError(f"HTTP {response.code}")
+    return readBody(response)
+
+
+class _OneEndpoint:
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def endpointForURI(self, uri: object) -> IStreamClientEndpoint:
+        return self._endpoint
+
+
+# -- The registry --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kind:
+    """
+    How to build one contender.
+
+    @ivar name: its name on the command line.
+    @ivar service: which backend service it talks to (C{sockshare}, C{amp}
+        or C{http}).
+    @ivar library: whether it is this library's code (else another tool,
+        measured for reference).
+    @ivar summary: one line for the help and the report.
+    """
+
+    name: str
+    service: str
+    library: bool
+    summary: str
+    build: Callable[[IStreamClientEndpoint, Any, Settings], Contender]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """
+    The options every contender is built with.
+    """
+
+    concurrency: int
+    idleTimeout: float
+    maxPending: int
+
+
+def _shared(idle: float | None, settingsIdle: bool = False) -> Callable[..., Contender]:
+    def build(endpoint: IStreamClientEndpoint, reactor: Any, settings: Settings) -> Contender:
+        return SockShareClientFactory(
+            endpoint,
+            reactor,
+            idleTimeout=settings.idleTimeout if settingsIdle else idle,
+            maxPending=settings.maxPending,
+        )
+
+    return build
+
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in [
+        Kind(
+            "per-request",
+            "sockshare",
+            True,
+            "a new connection per request, closed after the reply",
+            lambda e, r, s: PerRequestClient(e, r, maxPending=s.maxPending),
+        ),
+        Kind(
+            "serialized",
+            "sockshare",
+            True,
+            "one connection, one request at a time",
+            lambda e, r, s: SerializedClient(e, r),
+        ),
+        Kind("shared", "sockshare", True, "one shared connection, closed at zero pending (default)", _shared(0.0)),
+        Kind(
+            "shared-linger",
+            "sockshare",
+            True,
+            "one shared connection, closed after --idle-timeout idle",
+            _shared(None, settingsIdle=True),
+        ),
+        Kind("persistent", "sockshare", True, "one shared connection, never closed", _shared(None)),
+        Kind("raw", "sockshare", False, "hand-written minimal multiplexed client", lambda e, r, s: RawClient(e)),
+        Kind("amp", "amp", False, "Twisted AMP callRemote over one connection", lambda e, r, s: AmpClient(e)),
+        Kind(
+            "http",
+            "http",
+            False,
+            "HTTP/1.1 keep-alive, twisted.web Agent + HTTPConnectionPool",
+            lambda e, r, s: HttpClient(e, r, s.concurrency),
+        ),
+    ]
+}

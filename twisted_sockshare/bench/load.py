@@ -1,0 +1,281 @@
+# -*- test-case-name: tests.test_bench -*-
+"""
+Load generators: callers that each send a request as soon as their previous
+one is answered (a closed loop), bursts of requests with gaps between them,
+and the memory taken by requests left outstanding.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import time
+import tracemalloc
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+
+Request = Callable[[bytes], "Deferred[bytes]"]
+
+
+@dataclass
+class Tally:
+    """
+    What a load observed.
+
+    @ivar latencies: seconds from each request to its reply or failure.
+    @ivar errors: failures by kind (the exception's class name, or
+        C{WrongReply} for a reply that was not the request's echo).
+    """
+
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    cpuSeconds: float = 0.0
+
+    @property
+    def completed(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def requestsPerSecond(self) -> float:
+        return self.completed / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpuPerRequest(self) -> float:
+        """
+        CPU seconds this process spent per request: the load generator's
+        own cost plus the client's.  Steadier than requests/s on a busy
+        machine, since time taken by other processes does not count.
+        """
+        return self.cpuSeconds / self.completed if self.completed else 0.0
+
+    def percentile(self, fraction: float) -> float:
+        """
+        The latency below which C{fraction} of the requests fell, in seconds.
+        """
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+    def record(self, result: object, expected: bytes, latency: float) -> None:
+        self.latencies.append(latency)
+        if isinstance(result, Failure):
+            self.errors[type(result.value).__name__] += 1
+        elif result != expected:
+            self.errors["WrongReply"] += 1
+
+
+def payloads(count: int, size: int) -> list[bytes]:
+    """
+    C{count} distinct payloads of C{size} bytes (or just big enough to be
+    distinct), so a reply handed to the wrong caller is noticed.
+    """
+    return [(b"%d:" % i).ljust(size, b"x") for i in range(count)]
+
+
+class ClosedLoop:
+    """
+    C{concurrency} callers, each sending its next request as soon as the
+    previous one is answered, until C{total} requests were sent or
+    C{duration} seconds passed.
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        payloads: Sequence[bytes],
+        *,
+        total: int | None = None,
+        duration: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        """
+        @param request: sends one payload, returns a Deferred of the reply.
+        @param payloads: one per caller.
+        @param total: stop after this many requests.
+        @param duration: stop sending after this many seconds.
+        """
+        if (total is None) == (duration is None):
+            raise ValueError("give exactly one of total and duration")
+        self._request = request
+        self._payloads = payloads
+        self._total = total
+        self._duration = duration
+        self._clock = clock
+        self.tally = Tally()
+        self.sent = 0
+        self._deadline = 0.0
+        self._active = 0
+        self._calling: int | None = None
+        self._again = False
+        self._done: Deferred[Tally] = Deferred()
+
+    def run(self) -> Deferred[Tally]:
+        """
+        Start every caller.
+
+        @return: fires with the L{Tally} once every request has been answered.
+        """
+        self._start = self._clock()
+        self._startCpu = time.process_time()
+        if self._duration is not None:
+            self._deadline = self._start + self._duration
+        self._active = len(self._payloads)
+        for caller in range(len(self._payloads)):
+            self._call(caller)
+        return self._done
+
+    def _more(self) -> bool:
+        if self._total is not None:
+            return self.sent < self._total
+        return self._clock() < self._deadline
+
+    def _call(self, caller: int) -> None:
+        # A reply that fires synchronously (a refused request) loops here
+        # rather than recursing.
+        previous, self._calling = self._calling, caller
+        try:
+            while self._more():
+                self.sent += 1
+                self._again = False
+                payload = self._payloads[caller]
+                self._request(payload).addBoth(self._answered, caller, payload, self._clock())
+                if not self._again:
+                    return
+            self._active -= 1
+            if not self._active:
+                self.tally.seconds = self._clock() - self._start
+                self.tally.cpuSeconds = time.process_time() - self._startCpu
+                self._done.callback(self.tally)
+        finally:
+            self._calling = previous
+
+    def _answered(self, result: object, caller: int, payload: bytes, start: float) -> None:
+        self.tally.record(result, payload, self._clock() - start)
+        if self._calling == caller:
+            self._again = True
+        else:
+            self._call(caller)
+
+
+async def bursts(
+    reactor: IReactorTime,
+    request: Request,
+    payloads: Sequence[bytes],
+    count: int,
+    gap: float,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Tally:
+    """
+    Send C{count} bursts of one request per payload, all at once; wait for
+    the burst's replies, then C{gap} seconds, then the next burst.
+    """
+    tally = Tally()
+    start = clock()
+
+    def answered(result: object, payload: bytes, sent: float) -> None:
+        tally.record(result, payload, clock() - sent)
+
+    for burst in range(count):
+        if burst:
+            await deferLater(reactor, gap, lambda: None)
+        now = clock()
+        await gatherResults([request(p).addBoth(answered, p, now) for p in payloads])
+    tally.seconds = clock() - start - gap * (count - 1)
+    return tally
+
+
+def residentBytes() -> int:
+    """
+    This process's resident memory now, in bytes (0 where unknown).
+    """
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return 0
+
+
+def peakResidentBytes() -> int:
+    """
+    This process's peak resident memory so far, in bytes.
+    """
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclass
+class Memory:
+    """
+    Memory held by outstanding requests.
+
+    @ivar outstanding: how many requests were outstanding at the reading.
+    @ivar tracedBytes: Python allocations they held (C{tracemalloc}).
+    @ivar residentBytes: growth of the resident set while they were issued.
+    @ivar peakResidentBytes: the process's peak resident set afterwards.
+    """
+
+    outstanding: int
+    payloadSize: int
+    tracedBytes: int
+    residentBytes: int
+    peakResidentBytes: int
+    errors: dict[str, int]
+
+    @property
+    def bytesPerRequest(self) -> float:
+        return self.tracedBytes / self.outstanding if self.outstanding else 0.0
+
+
+async def outstandingMemory(
+    reactor: IReactorTime,
+    request: Request,
+    count: int,
+    hold: float,
+    pending: Callable[[], int] | None = None,
+) -> Memory:
+    """
+    Measure the memory C{count} outstanding requests hold.
+
+    Each request is C{!sleep HOLD}, which the benchmark backend answers only
+    after C{hold} seconds; the reading is taken while they all wait.
+
+    @param pending: how many requests the client counts as pending, to
+        check that the reading was taken with all of them outstanding.
+    """
+    payload = b"!sleep %g" % hold
+    tally = Tally()
+    await request(b"warm up")
+    gc.collect()
+    rss = residentBytes()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        sent = time.perf_counter()
+
+        def answered(result: object) -> None:
+            tally.record(result, b"slept", time.perf_counter() - sent)
+
+        replies = [request(payload).addBoth(answered) for _ in range(count)]
+        # Let the reactor write them all; the backend holds the replies.
+        await deferLater(reactor, min(hold / 4, 0.5), lambda: None)
+        traced = tracemalloc.get_traced_memory()[0] - base
+        grown = residentBytes() - rss
+        outstanding = pending() if pending is not None else count
+    finally:
+        tracemalloc.stop()
+    await gatherResults(replies)
+    return Memory(outstanding, len(payload), traced, grown, peakResidentBytes(), dict(tally.errors))
+
+
+__all__ = ["Tally", "ClosedLoop", "bursts", "payloads", "outstandingMemory", "Memory"]

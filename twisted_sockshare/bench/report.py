@@ -1,0 +1,271 @@
+# -*- test-case-name: tests.test_bench -*-
+"""
+How a run's figures are shown: a table, the ratios the project's targets
+are stated in, a live progress line, JSON and a plot.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import IO, Any
+
+from twisted.internet.task import LoopingCall
+
+from .contenders import KINDS
+from .load import ClosedLoop
+from .runner import Results, Row
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [header, ["-" * w for w in widths], *rows]
+    return "\n".join(
+        "  ".join(
+            str(cell).ljust(w) if i == 0 else str(cell).rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    )
+
+
+def table(rows: list[Row]) -> str:
+    """
+    The main table: one line per contender and concurrency.
+    """
+    header = [
+        "strategy",
+        "concurrency",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "connections*",
+        "CPU us/req",
+    ]
+    lines = []
+    for row in rows:
+        name = row.strategy if row.library else f"{row.strategy} (other tool)"
+        lines.append(
+            [
+                name,
+                str(row.concurrency),
+                str(row.requests),
+                f"{row.requestsPerSecond:,.0f}",
+                f"{row.p50Ms:.2f}",
+                f"{row.p99Ms:.2f}",
+                str(row.errors),
+                str(row.connectionsOpened),
+                f"{row.cpuUsPerRequest:.1f}",
+            ]
+        )
+    return _table(header, lines) + (
+        "\n* connections opened, warm-up included; CPU us/req: the load generator's CPU time per request"
+    )
+
+
+def burstyTable(bursty: list[dict[str, Any]]) -> str:
+    header = ["strategy", "bursts", "requests", "errors", "p99 ms", "connections"]
+    return _table(
+        header,
+        [
+            [
+                b["strategy"],
+                f"{b['bursts']}x{b['burstSize']}",
+                str(b["requests"]),
+                str(b["errors"]),
+                f"{b['p99Ms']:.2f}",
+                str(b["connectionsOpened"]),
+            ]
+            for b in bursty
+        ],
+    )
+
+
+def memoryTable(memory: list[dict[str, Any]]) -> str:
+    header = ["strategy", "outstanding", "bytes/request", "RSS growth MiB", "peak RSS MiB", "errors"]
+    return _table(
+        header,
+        [
+            [
+                m["strategy"],
+                str(m["outstanding"]),
+                f"{m['bytesPerRequest']:.0f}",
+                f"{m['residentBytes'] / 2**20:.1f}",
+                f"{m['peakResidentBytes'] / 2**20:.1f}",
+                str(sum(m["errors"].values())),
+            ]
+            for m in memory
+        ],
+    )
+
+
+def ratios(rows: list[Row]) -> list[str]:
+    """
+    The comparisons the project's targets are stated in, for every
+    concurrency where both sides were measured.
+    """
+    found: dict[tuple[int, str], Row] = {(row.concurrency, row.strategy): row for row in rows}
+    lines = []
+    for concurrency in sorted({row.concurrency for row in rows}):
+        shared = found.get((concurrency, "shared"))
+        if shared is None or shared.requestsPerSecond == 0:
+            continue
+        parts = []
+        for other in ("per-request", "serialized", "amp", "http"):
+            row = found.get((concurrency, other))
+            if row is not None and row.requestsPerSecond:
+                part = f"{shared.requestsPerSecond / row.requestsPerSecond:.1f}x {other}"
+                if other == "per-request" and shared.p99Ms:
+                    part += f" (p99 1/{row.p99Ms / shared.p99Ms:.1f})"
+                parts.append(part)
+        costs = []
+        for other in ("raw", "persistent"):
+            row = found.get((concurrency, other))
+            if row is not None and row.requestsPerSecond:
+                parts.append(f"{100 * shared.requestsPerSecond / row.requestsPerSecond:.0f}% of {other}")
+                if row.cpuUsPerRequest:
+                    costs.append(f"{100 * (shared.cpuUsPerRequest / row.cpuUsPerRequest - 1):+.0f}% vs {other}")
+        if parts:
+            lines.append(f"c={concurrency}: shared does " + ", ".join(parts) + " in requests/s")
+        if costs:
+            lines.append(
+                f"c={concurrency}: shared's CPU per request ({shared.cpuUsPerRequest:.1f} us): " + ", ".join(costs)
+            )
+    return lines
+
+
+def summary(rows: list[Row]) -> str:
+    """
+    One sentence a newcomer can take away from the demo.
+    """
+    found = {row.strategy: row for row in rows}
+    shared, legacy = found.get("shared"), found.get("per-request")
+    if shared is None or legacy is None or not legacy.requestsPerSecond:
+        return ""
+    return (
+        f"Sharing one connection served {shared.requestsPerSecond / legacy.requestsPerSecond:.0f}x the requests "
+        f"per second of a connection per request, over {shared.connectionsOpened} connection(s) instead of "
+        f"{legacy.connectionsOpened:,}, with {shared.errors} errors; a lock around one connection (serialized) "
+        "makes callers queue, and keeping a connection open for ever (persistent) buys almost nothing more."
+    )
+
+
+def render(results: Results) -> str:
+    """
+    The whole report, as printed.
+    """
+    m = results.machine
+    pinned = (
+        f"load generator on CPU {m['clientCpu']}, backend on CPU {m['backendCpu']}"
+        if m["clientCpu"] is not None
+        else "not pinned"
+    )
+    backend = results.plan["backend"] or ("separate process" if results.plan["separateProcess"] else "in process")
+    parts = [
+        f"twisted_sockshare {m['twisted_sockshare']} on Python {m['python']}, Twisted {m['twisted']}, "
+        f"{m['cpus']} CPUs; backend: {backend}; {pinned}; payload {results.plan['payloadSize']} bytes, "
+        f"backend delay {results.plan['delay']} s",
+        "",
+        table(results.rows),
+    ]
+    lines = ratios(results.rows)
+    if lines:
+        parts += ["", *lines]
+    if results.bursty:
+        parts += [
+            "",
+            "Bursty load (bursts of requests all at once, with gaps between them):",
+            burstyTable(results.bursty),
+        ]
+    if results.memory:
+        parts += ["", "Memory held by outstanding requests:", memoryTable(results.memory)]
+    for skipped in results.skipped:
+        parts.append(f"skipped {skipped}")
+    return "\n".join(parts)
+
+
+def writeJSON(results: Results, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(results.toJSON(), f, indent=2)
+        f.write("\n")
+
+
+def plot(results: Results, path: str) -> None:
+    """
+    Requests/s and p99 latency against concurrency, one line per strategy.
+
+    @raise ImportError: if matplotlib is not installed (the C{plot} extra).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (rate, p99) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name in KINDS:
+        rows = sorted((row for row in results.rows if row.strategy == name), key=lambda row: row.concurrency)
+        if not rows:
+            continue
+        label = name if KINDS[name].library else f"{name} (other tool)"
+        style = "-" if KINDS[name].library else "--"
+        x = [row.concurrency for row in rows]
+        rate.plot(x, [row.requestsPerSecond for row in rows], style, marker="o", label=label)
+        p99.plot(x, [row.p99Ms for row in rows], style, marker="o", label=label)
+    for axes, title in ((rate, "requests/s"), (p99, "p99 latency (ms)")):
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xlabel("concurrent callers")
+        axes.set_title(title)
+        axes.grid(True, which="both", alpha=0.3)
+    rate.legend(fontsize="small")
+    figure.suptitle(f"sockshare bench, payload {results.plan['payloadSize']} bytes")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+class ProgressLine:
+    """
+    A live line on a terminal: requests done, rate and errors of the running
+    measurement, shown once it has run for C{after} seconds.  Silent when the
+    stream is not a terminal.
+    """
+
+    def __init__(self, stream: IO[str], reactor: Any, after: float = 2.0, every: float = 0.5) -> None:
+        self._stream = stream
+        self._reactor = reactor
+        self._after = after
+        self._every = every
+        self._enabled = stream.isatty()
+        self._call: LoopingCall | None = None
+        self._shown = False
+
+    def __call__(self, label: str, load: ClosedLoop | None) -> None:
+        if not self._enabled:
+            return
+        if self._call is not None and self._call.running:
+            self._call.stop()
+        self._call = None
+        if self._shown:
+            self._stream.write("\r\033[K")
+            self._stream.flush()
+            self._shown = False
+        if load is not None:
+            started = time.perf_counter()
+            self._call = LoopingCall(self._show, label, load, started)
+            self._call.clock = self._reactor
+            self._call.start(self._every, now=False)
+
+    def _show(self, label: str, load: ClosedLoop, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        if elapsed < self._after:
+            return
+        tally = load.tally
+        self._stream.write(
+            f"\r\033[K  {label}: {tally.completed:,} done, {tally.completed / elapsed:,.0f} req/s, "
+            f"{tally.failed} errors, {elapsed:.0f} s"
+        )
+        self._stream.flush()
+        self._shown = True

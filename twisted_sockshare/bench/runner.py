@@ -1,0 +1,325 @@
+# -*- test-case-name: tests.test_bench -*-
+"""
+Runs a benchmark plan: starts the backend (in its own process by default),
+measures every contender at every concurrency, then the optional bursty and
+memory cases, and returns the figures.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString
+from twisted.internet.interfaces import IReactorProcess, IStreamClientEndpoint
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+import twisted
+
+from .. import __version__
+from . import backend as _backend
+from .contenders import KINDS, CountingEndpoint, Kind, Settings
+from .load import ClosedLoop, Tally, bursts, outstandingMemory, payloads
+
+
+@dataclass
+class Plan:
+    """
+    What to measure; see C{sockshare bench --help} for each field.
+    """
+
+    strategies: list[str] = field(default_factory=lambda: list(KINDS))
+    concurrencies: list[int] = field(default_factory=lambda: [100])
+    requests: int | None = None
+    duration: float | None = 2.0
+    payloadSize: int = 64
+    delay: float = 0.0
+    idleTimeout: float = 1.0
+    backend: str | None = None
+    separateProcess: bool = True
+    pin: bool = True
+    warmup: int = 200
+    bursts: int = 0
+    burstSize: int = 100
+    burstGap: float = 0.05
+    memory: int = 0
+    seed: int = 1
+    repeat: int = 1
+
+
+@dataclass
+class Row:
+    """
+    One contender at one concurrency.
+    """
+
+    strategy: str
+    library: bool
+    concurrency: int
+    payloadSize: int
+    requests: int
+    errors: int
+    errorKinds: dict[str, int]
+    seconds: float
+    requestsPerSecond: float
+    p50Ms: float
+    p99Ms: float
+    connectionsOpened: int
+    cpuUsPerRequest: float
+
+    @classmethod
+    def fromTally(cls, kind: Kind, concurrency: int, payloadSize: int, tally: Tally, opened: int) -> Row:
+        return cls(
+            kind.name,
+            kind.library,
+            concurrency,
+            payloadSize,
+            tally.completed,
+            tally.failed,
+            dict(tally.errors),
+            round(tally.seconds, 4),
+            round(tally.requestsPerSecond, 1),
+            round(tally.percentile(0.50) * 1000, 3),
+            round(tally.percentile(0.99) * 1000, 3),
+            opened,
+            round(tally.cpuPerRequest * 1e6, 2),
+        )
+
+
+@dataclass
+class Results:
+    """
+    Everything a run measured, as written by C{--json}.
+    """
+
+    machine: dict[str, Any]
+    plan: dict[str, Any]
+    rows: list[Row] = field(default_factory=list)
+    bursty: list[dict[str, Any]] = field(default_factory=list)
+    memory: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def toJSON(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _BackendProcess(ProcessProtocol):
+    """
+    The backend's process: its first line of output gives its ports; closing
+    its standard input stops it.
+    """
+
+    def __init__(self) -> None:
+        self.ready: Deferred[dict[str, int]] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+        self._out = b""
+        self._err = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self._out += data
+        if b"\n" in self._out and not self.ready.called:
+            self.ready.callback(json.loads(self._out.split(b"\n", 1)[0]))
+
+    def errReceived(self, data: bytes) -> None:
+        self._err = (self._err + data)[-4000:]
+
+    def processEnded(self, reason: Failure) -> None:
+        if not self.ready.called:
+            why = self._err.decode("utf-8", "replace").strip() or reason.getErrorMessage()
+            self.ready.errback(RuntimeError(f"the benchmark backend exited before listening: {why}"))
+        self.ended.callback(None)
+
+
+class Backend:
+    """
+    Where the contenders connect: C{address(service)} gives an endpoint.
+    """
+
+    def __init__(self, reactor: Any, plan: Plan) -> None:
+        self._reactor = reactor
+        self._plan = plan
+        self._ports: dict[str, int] = {}
+        self._listening: list[Any] = []
+        self._process: _BackendProcess | None = None
+
+    @property
+    def services(self) -> set[str]:
+        if self._plan.backend is not None:
+            return {"sockshare"}
+        return set(self._ports)
+
+    def endpoint(self, service: str) -> IStreamClientEndpoint:
+        if self._plan.backend is not None:
+            endpoint: IStreamClientEndpoint = clientFromString(self._reactor, self._plan.backend)
+            return endpoint
+        return TCP4ClientEndpoint(self._reactor, "127.0.0.1", self._ports[service])
+
+    async def start(self, clientCpu: int | None, backendCpu: int | None) -> None:
+        plan = self._plan
+        if plan.backend is not None:
+            return
+        if not plan.separateProcess:
+            ports = await _backend.listen(self._reactor, plan.delay)
+            self._listening = list(ports.values())
+            self._ports = {name: port.getHost().port for name, port in ports.items()}
+            return
+        argv = [sys.executable, "-m", "twisted_sockshare.bench.backend", "--delay", repr(plan.delay)]
+        if backendCpu is not None:
+            argv += ["--cpu", str(backendCpu)]
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        self._process = _BackendProcess()
+        assert IReactorProcess.providedBy(self._reactor)
+        self._reactor.spawnProcess(self._process, sys.executable, argv, env=env)
+        self._ports = await self._process.ready
+
+    async def stop(self) -> None:
+        for port in self._listening:
+            await port.stopListening()
+        if self._process is not None and self._process.transport is not None:
+            self._process.transport.closeStdin()
+            await self._process.ended
+
+
+def _cpus(plan: Plan) -> tuple[int | None, int | None]:
+    """
+    The cores for the load generator and the backend, when pinning applies.
+    """
+    if not (plan.pin and plan.separateProcess and plan.backend is None and hasattr(os, "sched_getaffinity")):
+        return None, None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None, None
+    return allowed[0], allowed[1]
+
+
+def machine(clientCpu: int | None, backendCpu: int | None) -> dict[str, Any]:
+    """
+    The facts a reader needs to compare figures.
+    """
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "twisted": twisted.__version__,
+        "twisted_sockshare": __version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "clientCpu": clientCpu,
+        "backendCpu": backendCpu,
+    }
+
+
+Progress = Callable[[str, ClosedLoop | None], None]
+
+
+async def run(reactor: Any, plan: Plan, progress: Progress | None = None) -> Results:
+    """
+    Measure what C{plan} asks for.
+
+    @param progress: called with a label and the running load when each
+        measurement starts, and with C{("", None)} when it ends.
+    """
+    clientCpu, backendCpu = _cpus(plan)
+    backend = Backend(reactor, plan)
+    await backend.start(clientCpu, backendCpu)
+    before = os.sched_getaffinity(0) if clientCpu is not None else None
+    if clientCpu is not None:
+        os.sched_setaffinity(0, {clientCpu})
+    try:
+        results = Results(machine(clientCpu, backendCpu), asdict(plan))
+        kinds = [KINDS[name] for name in plan.strategies]
+        for kind in kinds:
+            if kind.service not in backend.services:
+                results.skipped.append(f"{kind.name}: needs the benchmark backend's {kind.service} service")
+        kinds = [kind for kind in kinds if kind.service in backend.services]
+        order = random.Random(plan.seed)
+        for concurrency in plan.concurrencies:
+            settings = Settings(concurrency, plan.idleTimeout, max(10_000, concurrency))
+            measured: dict[str, list[Row]] = {kind.name: [] for kind in kinds}
+            for _ in range(plan.repeat):
+                for kind in order.sample(kinds, len(kinds)):
+                    measured[kind.name].append(await _measure(reactor, backend, kind, settings, plan, progress))
+            results.rows.extend(_median(measured[kind.name]) for kind in kinds)
+        if plan.bursts:
+            settings = Settings(plan.burstSize, plan.idleTimeout, max(10_000, plan.burstSize))
+            for kind in kinds:
+                results.bursty.append(await _bursty(reactor, backend, kind, settings, plan))
+        if plan.memory:
+            for kind in kinds:
+                if kind.name in ("shared", "raw"):
+                    results.memory.append(await _memory(reactor, backend, kind, plan))
+        return results
+    finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)
+        await backend.stop()
+
+
+def _median(rows: list[Row]) -> Row:
+    """
+    The run with the median requests/s (the slower middle one for an even
+    count), so one disturbed run does not move the figures.
+    """
+    return sorted(rows, key=lambda row: row.requestsPerSecond)[(len(rows) - 1) // 2]
+
+
+async def _measure(
+    reactor: Any, backend: Backend, kind: Kind, settings: Settings, plan: Plan, progress: Progress | None
+) -> Row:
+    endpoint = CountingEndpoint(backend.endpoint(kind.service))
+    contender = kind.build(endpoint, reactor, settings)
+    sent = payloads(settings.concurrency, plan.payloadSize)
+    if plan.warmup:
+        await ClosedLoop(contender.request, sent, total=plan.warmup).run()
+    gc.collect()
+    load = ClosedLoop(contender.request, sent, total=plan.requests, duration=plan.duration)
+    if progress is not None:
+        progress(f"{kind.name} c={settings.concurrency}", load)
+    try:
+        tally = await load.run()
+    finally:
+        if progress is not None:
+            progress("", None)
+    opened = endpoint.connections
+    await contender.close()
+    return Row.fromTally(kind, settings.concurrency, plan.payloadSize, tally, opened)
+
+
+async def _bursty(reactor: Any, backend: Backend, kind: Kind, settings: Settings, plan: Plan) -> dict[str, Any]:
+    endpoint = CountingEndpoint(backend.endpoint(kind.service))
+    contender = kind.build(endpoint, reactor, settings)
+    tally = await bursts(
+        reactor, contender.request, payloads(plan.burstSize, plan.payloadSize), plan.bursts, plan.burstGap
+    )
+    opened = endpoint.connections
+    await contender.close()
+    return {
+        "strategy": kind.name,
+        "bursts": plan.bursts,
+        "burstSize": plan.burstSize,
+        "gapSeconds": plan.burstGap,
+        "requests": tally.completed,
+        "errors": tally.failed,
+        "p99Ms": round(tally.percentile(0.99) * 1000, 3),
+        "connectionsOpened": opened,
+    }
+
+
+async def _memory(reactor: Any, backend: Backend, kind: Kind, plan: Plan) -> dict[str, Any]:
+    settings = Settings(plan.memory, plan.idleTimeout, max(10_000, plan.memory))
+    contender = kind.build(CountingEndpoint(backend.endpoint(kind.service)), reactor, settings)
+    pending = (lambda: int(contender.pending)) if hasattr(contender, "pending") else None
+    memory = await outstandingMemory(reactor, contender.request, plan.memory, 2.0, pending)
+    await contender.close()
+    return {"strategy": kind.name, **asdict(memory), "bytesPerRequest": round(memory.bytesPerRequest, 1)}

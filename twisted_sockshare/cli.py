@@ -1,0 +1,230 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+The C{sockshare} command (also C{python -m twisted_sockshare}):
+
+    - C{sockshare demo}: compare the ways of talking to a backend on this
+      machine, in about 15 seconds, and say what it shows;
+    - C{sockshare bench}: the same engine with every knob.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.task import react
+from twisted.python import usage
+
+from . import __version__
+from .bench.contenders import KINDS
+from .bench.report import ProgressLine, plot, render, summary, writeJSON
+from .bench.runner import Plan, run
+from .tap import _number
+
+
+def _strategyList() -> str:
+    return "\n".join(
+        f"  {kind.name:<14} {kind.summary}{'' if kind.library else ' (other tool)'}" for kind in KINDS.values()
+    )
+
+
+class BenchOptions(usage.Options):
+    """
+    Options of C{sockshare bench}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Measure how fast each strategy exchanges request/response messages with a backend "
+        "(requests/s, p50/p99 latency, errors, connections opened). Strategies:\n" + _strategyList()
+    )
+    optParameters: list[Any] = [
+        ["requests", "n", None, "Requests per measurement (instead of --duration).", _number(int, "requests", 1)],
+        ["duration", "d", None, "Seconds per measurement (default 2).", _number(float, "duration", 0, False)],
+        ["payload-size", None, 64, "Bytes per request payload.", _number(int, "payload-size", 0)],
+        ["delay", None, 0.0, "Seconds of backend work per request.", _number(float, "delay", 0)],
+        ["idle-timeout", None, 1.0, "Linger of shared-linger, in seconds.", _number(float, "idle-timeout", 0)],
+        ["backend", "b", None, "Bench a running sockshare-server at this client endpoint instead."],
+        ["warmup", None, 200, "Requests sent before each measurement.", _number(int, "warmup", 0)],
+        ["bursts", None, 0, "Also run this many bursts per strategy (0: none).", _number(int, "bursts", 0)],
+        ["burst-size", None, 100, "Requests per burst, sent at once.", _number(int, "burst-size", 1)],
+        ["burst-gap", None, 0.05, "Seconds between bursts.", _number(float, "burst-gap", 0)],
+        ["memory", None, 0, "Also measure memory with this many requests outstanding.", _number(int, "memory", 0)],
+        ["json", None, None, "Write the results as JSON to this file."],
+        ["plot", None, None, "Draw requests/s and p99 against concurrency to this .png or .svg (needs matplotlib)."],
+        ["seed", None, 1, "Seed of the order the strategies run in.", _number(int, "seed", 0)],
+        [
+            "repeat",
+            "r",
+            1,
+            "Measure each case this many times, interleaved; report the median.",
+            _number(int, "repeat", 1),
+        ],
+    ]
+    optFlags = [
+        ["server-process", None, "Run the backend in its own process (the default)."],
+        ["in-process", None, "Run the backend in the load generator's process."],
+        ["no-pin", None, "Do not pin the load generator and the backend to different CPUs."],
+        ["quiet", "q", "No progress line."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["strategies"] = []
+        self["concurrencies"] = []
+
+    def opt_strategy(self, name: str) -> None:
+        """
+        A strategy to measure (repeatable; 'all', or a comma-separated list). Default: all.
+        """
+        for one in name.split(","):
+            if one == "all":
+                self["strategies"].extend(KINDS)
+            elif one in KINDS:
+                self["strategies"].append(one)
+            else:
+                raise usage.UsageError(f"--strategy must be 'all' or one of {', '.join(KINDS)}, not {one!r}")
+
+    opt_s = opt_strategy
+
+    def opt_concurrency(self, value: str) -> None:
+        """
+        Concurrent callers (repeatable, or comma-separated, for a sweep). Default: 100.
+        """
+        for one in value.split(","):
+            self["concurrencies"].append(_number(int, "concurrency", 1)(one))
+
+    opt_c = opt_concurrency
+
+    def postOptions(self) -> None:
+        if self["requests"] is not None and self["duration"] is not None:
+            raise usage.UsageError("give --requests or --duration, not both")
+        if self["server-process"] and self["in-process"]:
+            raise usage.UsageError("give --server-process or --in-process, not both")
+        if self["backend"] is not None:
+            from twisted.internet import reactor
+
+            try:
+                clientFromString(reactor, self["backend"])
+            except (ValueError, TypeError, KeyError) as e:
+                raise usage.UsageError(f"--backend {self['backend']!r} is not a valid endpoint: {e}") from e
+        if self["plot"] is not None:
+            if not self["plot"].endswith((".png", ".svg")):
+                raise usage.UsageError(f"--plot needs a .png or .svg file name, not {self['plot']!r}")
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise usage.UsageError("--plot needs matplotlib: pip install 'twisted_sockshare[plot]'") from None
+
+    def plan(self) -> Plan:
+        """
+        The L{Plan} these options describe.
+        """
+        duration = self["duration"]
+        if duration is None and self["requests"] is None:
+            duration = 2.0
+        return Plan(
+            strategies=list(dict.fromkeys(self["strategies"])) or list(KINDS),
+            concurrencies=list(dict.fromkeys(self["concurrencies"])) or [100],
+            requests=self["requests"],
+            duration=duration,
+            payloadSize=self["payload-size"],
+            delay=self["delay"],
+            idleTimeout=self["idle-timeout"],
+            backend=self["backend"],
+            separateProcess=not self["in-process"],
+            pin=not self["no-pin"],
+            warmup=self["warmup"],
+            bursts=self["bursts"],
+            burstSize=self["burst-size"],
+            burstGap=self["burst-gap"],
+            memory=self["memory"],
+            seed=self["seed"],
+            repeat=self["repeat"],
+        )
+
+
+class DemoOptions(usage.Options):
+    """
+    Options of C{sockshare demo}: none are needed.
+    """
+
+    synopsis = ""
+    longdesc = (
+        "Start a demo backend in its own process and drive 100 concurrent callers through each "
+        "strategy for a moment (about 15 s in all); print what each achieved, and what it shows."
+    )
+    optParameters: list[Any] = [
+        ["duration", "d", 1.5, "Seconds per strategy.", _number(float, "duration", 0, False)],
+    ]
+
+    def plan(self) -> Plan:
+        return Plan(duration=self["duration"], concurrencies=[100], warmup=300)
+
+
+class Options(usage.Options):
+    """
+    C{sockshare COMMAND [options]}.
+    """
+
+    synopsis = "sockshare COMMAND [options]"
+    longdesc = "Compare ways of sharing a connection to a backend: try 'sockshare demo'."
+    subCommands = [
+        ["demo", None, DemoOptions, "Run the comparison with the defaults (about 15 s)."],
+        ["bench", None, BenchOptions, "Run benchmarks, with every knob."],
+    ]
+
+    def opt_version(self) -> None:
+        """
+        Print the version and exit.
+        """
+        print(f"twisted_sockshare {__version__}")
+        sys.exit(0)
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("give a command: demo or bench")
+
+
+async def _main(reactor: Any, options: Options, out: TextIO) -> None:
+    command = options.subOptions
+    plan = command.plan()
+    progress = None if command.get("quiet") else ProgressLine(sys.stderr, reactor)
+    if options.subCommand == "demo":
+        print(
+            f"Measuring {len(plan.strategies)} ways of sending requests to a backend (a separate process), "
+            f"{plan.concurrencies[0]} concurrent callers, {plan.duration} s each...",
+            file=out,
+            flush=True,
+        )
+    results = await run(reactor, plan, progress)
+    print(render(results), file=out)
+    if options.subCommand == "demo":
+        print("", file=out)
+        print(summary(results.rows), file=out)
+    if command.get("json"):
+        writeJSON(results, command["json"])
+        print(f"wrote {command['json']}", file=out)
+    if command.get("plot"):
+        plot(results, command["plot"])
+        print(f"wrote {command['plot']}", file=out)
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> None:
+    """
+    The C{sockshare} console script.  Exits 0 on success, 2 on bad options.
+    """
+    options = Options()
+    try:
+        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+    except usage.UsageError as e:
+        command = f"sockshare {options.subCommand}" if options.subCommand else "sockshare"
+        print(f"{command}: error: {e}", file=sys.stderr)
+        print(f"Try '{command} --help'.", file=sys.stderr)
+        sys.exit(2)
+    react(_main, (options, out or sys.stdout))
+
+
+__all__ = ["main", "Options", "BenchOptions", "DemoOptions"]
