@@ -7,7 +7,8 @@ version: dict[str, str] = {}
 with open("twisted_sockshare/_version.py", encoding="utf-8") as versionFile:
     exec(versionFile.read(), version)
 
-testRequires = [
+plotRequires = ["matplotlib>=3.7"]
+testRequires = plotRequires + [
     "pytest>=7",
     "pytest-twisted>=1.14",
     "hypothesis>=6",
@@ -30,6 +31,7 @@ setup(
     package_data={"twisted": ["plugins/sockshare_plugin.py"], "twisted_sockshare": ["py.typed"]},
     install_requires=["Twisted>=23.10"],
     extras_require={
+        "plot": plotRequires,
         "test": testRequires,
         "dev": devRequires,
     },

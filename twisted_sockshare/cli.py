@@ -94,7 +94,10 @@ class BenchOptions(usage.Options):
         Concurrent callers (repeatable, or comma-separated, for a sweep). Default: 100.
         """
         for one in value.split(","):
-            self["concurrencies"].append(_number(int, "concurrency", 1)(one))
+            try:
+                self["concurrencies"].append(_number(int, "concurrency", 1)(one))
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
 
     opt_c = opt_concurrency
 

@@ -57,11 +57,13 @@ class FrameDecoder:
     """
     Incremental decoder of a stream of frames.
 
-    Bytes are buffered only while a frame is incomplete; complete frames are
-    sliced straight out of the received chunk, so neither many small frames
-    nor one large frame cause quadratic copying.  A frame header is checked as
-    soon as its 9 bytes are in, so an announced oversized frame is refused
-    before any of its payload is buffered.
+    Complete frames are sliced straight out of the received chunk (one copy
+    per payload).  An incomplete frame's bytes are kept as a list of chunks
+    and joined once, when the header says they are all in, so neither many
+    small frames nor one large frame arriving in many chunks cause quadratic
+    copying.  A frame header is checked as soon as its 9 bytes are in, so an
+    announced oversized frame is refused before any of its payload is
+    buffered.
 
     @ivar violation: why the stream is invalid, once it is; L{None} while it
         is valid.  Once set, L{feed} decodes nothing more.
@@ -77,14 +79,18 @@ class FrameDecoder:
         self._maxLength = maxPayload + MIN_LENGTH
         self._maxPayload = maxPayload
         self._kinds = kinds
-        self._buffer = bytearray()
+        # The start of an incomplete frame, in chunks; _buffered bytes in
+        # all; nothing is decoded until _needed bytes are in.
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._needed = 0
 
     @property
     def buffered(self) -> int:
         """
         How many received bytes wait for the rest of their frame.
         """
-        return len(self._buffer)
+        return self._buffered
 
     def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
         """
@@ -97,31 +103,38 @@ class FrameDecoder:
         """
         if self.violation is not None:
             return []
-        buffer = self._buffer
-        view: bytes | bytearray
-        if buffer:
-            buffer += data
-            view = buffer
-        else:
-            view = data
+        chunks = self._chunks
+        if chunks:
+            chunks.append(data)
+            self._buffered += len(data)
+            if self._buffered < self._needed:
+                return []
+            data = b"".join(chunks)
+            chunks.clear()
         frames: list[tuple[int, int, bytes]] = []
         offset = 0
-        end = len(view)
+        end = len(data)
+        maxLength = self._maxLength
+        kinds = self._kinds
+        needed = HEADER_SIZE
         while end - offset >= HEADER_SIZE:
-            length, requestId, kind = _unpackFrom(view, offset)
-            if length > self._maxLength or length < MIN_LENGTH or kind not in self._kinds:
+            length, requestId, kind = _unpackFrom(data, offset)
+            if length > maxLength or length < MIN_LENGTH or kind not in kinds:
                 self.violation = self._describe(length, kind)
-                buffer.clear()
+                self._buffered = 0
                 return frames
             stop = offset + 4 + length
             if stop > end:
+                needed = 4 + length
                 break
-            frames.append((requestId, kind, bytes(view[offset + HEADER_SIZE : stop])))
+            frames.append((requestId, kind, data[offset + HEADER_SIZE : stop]))
             offset = stop
-        if view is buffer:
-            del buffer[:offset]
-        elif offset < end:
-            buffer += data[offset:]
+        if offset < end:
+            chunks.append(data[offset:] if offset else data)
+            self._buffered = end - offset
+            self._needed = needed
+        else:
+            self._buffered = 0
         return frames
 
     def _describe(self, length: int, kind: int) -> str:

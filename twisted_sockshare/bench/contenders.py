@@ -225,6 +225,9 @@ class Kind:
     @ivar library: whether it is this library's code (else another tool,
         measured for reference).
     @ivar summary: one line for the help and the report.
+    @ivar build: makes the contender from an endpoint, a reactor and the
+        L{Settings}.
+    @ivar maxPayload: the largest payload it can carry.
     """
 
     name: str
@@ -232,6 +235,7 @@ class Kind:
     library: bool
     summary: str
     build: Callable[[IStreamClientEndpoint, Any, Settings], Contender]
+    maxPayload: int = 1_048_576
 
 
 @dataclass(frozen=True)
@@ -284,7 +288,14 @@ KINDS: dict[str, Kind] = {
         ),
         Kind("persistent", "sockshare", True, "one shared connection, never closed", _shared(None)),
         Kind("raw", "sockshare", False, "hand-written minimal multiplexed client", lambda e, r, s: RawClient(e)),
-        Kind("amp", "amp", False, "Twisted AMP callRemote over one connection", lambda e, r, s: AmpClient(e)),
+        Kind(
+            "amp",
+            "amp",
+            False,
+            "Twisted AMP callRemote over one connection",
+            lambda e, r, s: AmpClient(e),
+            maxPayload=amp.MAX_VALUE_LENGTH,
+        ),
         Kind(
             "http",
             "http",

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -136,6 +136,24 @@ class ClosedLoop:
             self._call(caller)
         return self._done
 
+    def abandon(self) -> None:
+        """
+        Stop now: count the requests still unanswered as C{Unanswered}
+        errors, and fire the result.  Later replies are ignored.
+        """
+        if self._done.called:
+            return
+        self._total, self._duration = self.sent, None
+        unanswered = self.sent - self.tally.completed
+        if unanswered:
+            self.tally.errors["Unanswered"] += unanswered
+        self._finish()
+
+    def _finish(self) -> None:
+        self.tally.seconds = self._clock() - self._start
+        self.tally.cpuSeconds = time.process_time() - self._startCpu
+        self._done.callback(self.tally)
+
     def _more(self) -> bool:
         if self._total is not None:
             return self.sent < self._total
@@ -150,18 +168,23 @@ class ClosedLoop:
                 self.sent += 1
                 self._again = False
                 payload = self._payloads[caller]
-                self._request(payload).addBoth(self._answered, caller, payload, self._clock())
+                start = self._clock()
+                try:
+                    reply = self._request(payload)
+                except Exception:
+                    reply = fail()
+                reply.addBoth(self._answered, caller, payload, start)
                 if not self._again:
                     return
             self._active -= 1
-            if not self._active:
-                self.tally.seconds = self._clock() - self._start
-                self.tally.cpuSeconds = time.process_time() - self._startCpu
-                self._done.callback(self.tally)
+            if not self._active and not self._done.called:
+                self._finish()
         finally:
             self._calling = previous
 
     def _answered(self, result: object, caller: int, payload: bytes, start: float) -> None:
+        if self._done.called:
+            return  # abandoned
         self.tally.record(result, payload, self._clock() - start)
         if self._calling == caller:
             self._again = True

@@ -7,7 +7,6 @@ are stated in, a live progress line, JSON and a plot.
 from __future__ import annotations
 
 import json
-import time
 from typing import IO, Any
 
 from twisted.internet.task import LoopingCall
@@ -138,18 +137,36 @@ def ratios(rows: list[Row]) -> list[str]:
 
 def summary(rows: list[Row]) -> str:
     """
-    One sentence a newcomer can take away from the demo.
+    What the demo shows, in a few sentences drawn from its figures.
     """
     found = {row.strategy: row for row in rows}
     shared, legacy = found.get("shared"), found.get("per-request")
-    if shared is None or legacy is None or not legacy.requestsPerSecond:
+    if shared is None or legacy is None or not legacy.requestsPerSecond or not shared.requestsPerSecond:
         return ""
-    return (
-        f"Sharing one connection served {shared.requestsPerSecond / legacy.requestsPerSecond:.0f}x the requests "
-        f"per second of a connection per request, over {shared.connectionsOpened} connection(s) instead of "
-        f"{legacy.connectionsOpened:,}, with {shared.errors} errors; a lock around one connection (serialized) "
-        "makes callers queue, and keeping a connection open for ever (persistent) buys almost nothing more."
+    sentences = [
+        f"Sharing one connection (shared) served {shared.requestsPerSecond / legacy.requestsPerSecond:.0f}x the "
+        f"requests per second of a connection per request, with a median latency of {shared.p50Ms:.1f} ms instead "
+        f"of {legacy.p50Ms:.1f} ms, over {shared.connectionsOpened} connection(s) instead of "
+        f"{legacy.connectionsOpened:,}, and {shared.errors} errors."
+    ]
+    serialized = found.get("serialized")
+    if serialized is not None and serialized.requestsPerSecond:
+        sentences.append(
+            f"One request at a time on one connection (serialized) made callers queue: "
+            f"{shared.requestsPerSecond / serialized.requestsPerSecond:.0f}x slower than shared."
+        )
+    best = max(
+        (found[name] for name in ("persistent", "raw") if name in found),
+        key=lambda row: row.requestsPerSecond,
+        default=None,
     )
+    if best is not None and best.requestsPerSecond:
+        sentences.append(
+            f"Counting, timeouts and closing at zero left shared at "
+            f"{100 * shared.requestsPerSecond / best.requestsPerSecond:.0f}% of the fastest connection that never "
+            f"closes ({best.strategy})."
+        )
+    return " ".join(sentences)
 
 
 def render(results: Results) -> str:
@@ -253,13 +270,13 @@ class ProgressLine:
             self._stream.flush()
             self._shown = False
         if load is not None:
-            started = time.perf_counter()
+            started = self._reactor.seconds()
             self._call = LoopingCall(self._show, label, load, started)
             self._call.clock = self._reactor
             self._call.start(self._every, now=False)
 
     def _show(self, label: str, load: ClosedLoop, started: float) -> None:
-        elapsed = time.perf_counter() - started
+        elapsed = self._reactor.seconds() - started
         if elapsed < self._after:
             return
         tally = load.tally

@@ -17,17 +17,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString
 from twisted.internet.interfaces import IReactorProcess, IStreamClientEndpoint
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 import twisted
 
 from .. import __version__
 from . import backend as _backend
-from .contenders import KINDS, CountingEndpoint, Kind, Settings
+from .contenders import KINDS, Contender, CountingEndpoint, Kind, Settings
 from .load import ClosedLoop, Tally, bursts, outstandingMemory, payloads
 
 
@@ -54,6 +56,7 @@ class Plan:
     memory: int = 0
     seed: int = 1
     repeat: int = 1
+    stallTimeout: float = 10.0
 
 
 @dataclass
@@ -242,7 +245,9 @@ async def run(reactor: Any, plan: Plan, progress: Progress | None = None) -> Res
         for kind in kinds:
             if kind.service not in backend.services:
                 results.skipped.append(f"{kind.name}: needs the benchmark backend's {kind.service} service")
-        kinds = [kind for kind in kinds if kind.service in backend.services]
+            elif plan.payloadSize > kind.maxPayload:
+                results.skipped.append(f"{kind.name}: carries at most {kind.maxPayload:,} bytes per message")
+        kinds = [kind for kind in kinds if kind.service in backend.services and plan.payloadSize <= kind.maxPayload]
         order = random.Random(plan.seed)
         for concurrency in plan.concurrencies:
             settings = Settings(concurrency, plan.idleTimeout, max(10_000, concurrency))
@@ -266,6 +271,53 @@ async def run(reactor: Any, plan: Plan, progress: Progress | None = None) -> Res
         await backend.stop()
 
 
+class _Watchdog:
+    """
+    Abandons a load that has made no progress for C{stall} seconds (a
+    contender that lost requests), so a run never hangs.
+    """
+
+    def __init__(self, reactor: Any, load: ClosedLoop, stall: float) -> None:
+        self._load = load
+        self._seen = -1
+        self._call = LoopingCall(self._check)
+        self._call.clock = reactor
+        self._call.start(stall, now=False)
+
+    def _check(self) -> None:
+        completed = self._load.tally.completed
+        if completed == self._seen:
+            self._load.abandon()
+        self._seen = completed
+
+    def stop(self) -> None:
+        if self._call.running:
+            self._call.stop()
+
+
+async def _drive(reactor: Any, load: ClosedLoop, stall: float) -> Tally:
+    """
+    Run C{load}, abandoning it if it stalls for C{stall} seconds.
+    """
+    watchdog = _Watchdog(reactor, load, stall)
+    try:
+        return await load.run()
+    finally:
+        watchdog.stop()
+
+
+async def _closed(reactor: Any, contender: Contender, limit: float) -> None:
+    """
+    Close C{contender}, waiting at most C{limit} seconds.
+    """
+    closing = contender.close()
+    closing.addTimeout(limit, reactor)
+    try:
+        await closing
+    except defer.TimeoutError:
+        pass
+
+
 def _median(rows: list[Row]) -> Row:
     """
     The run with the median requests/s (the slower middle one for an even
@@ -281,18 +333,18 @@ async def _measure(
     contender = kind.build(endpoint, reactor, settings)
     sent = payloads(settings.concurrency, plan.payloadSize)
     if plan.warmup:
-        await ClosedLoop(contender.request, sent, total=plan.warmup).run()
+        await _drive(reactor, ClosedLoop(contender.request, sent, total=plan.warmup), plan.stallTimeout)
     gc.collect()
     load = ClosedLoop(contender.request, sent, total=plan.requests, duration=plan.duration)
     if progress is not None:
         progress(f"{kind.name} c={settings.concurrency}", load)
     try:
-        tally = await load.run()
+        tally = await _drive(reactor, load, plan.stallTimeout)
     finally:
         if progress is not None:
             progress("", None)
     opened = endpoint.connections
-    await contender.close()
+    await _closed(reactor, contender, plan.stallTimeout)
     return Row.fromTally(kind, settings.concurrency, plan.payloadSize, tally, opened)
 
 
@@ -303,7 +355,7 @@ async def _bursty(reactor: Any, backend: Backend, kind: Kind, settings: Settings
         reactor, contender.request, payloads(plan.burstSize, plan.payloadSize), plan.bursts, plan.burstGap
     )
     opened = endpoint.connections
-    await contender.close()
+    await _closed(reactor, contender, plan.stallTimeout)
     return {
         "strategy": kind.name,
         "bursts": plan.bursts,

@@ -1,0 +1,119 @@
+"""
+The client's request path alone, without sockets or a reactor: C{N} callers
+each send their next request from the callback of their previous reply, and a
+fake backend answers everything written so far in one chunk per round.
+
+It prints CPU microseconds per request for the shared client (with and
+without request timeouts) and the minimal C{raw} client, measured side by
+side, best of C{--repeat} runs.  With C{--profile NAME}, it prints NAME's
+cProfile instead.  For figures that do not depend on the machine's load, run
+it under C{valgrind --tool=callgrind} and compare instruction counts
+(see docs/benchmarks.rst).
+
+    python benchmarks/request_path.py [--rounds 2000] [--repeat 5] [--profile shared]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import pstats
+import time
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from zope.interface import implementer
+
+from twisted_sockshare import SockShareClientFactory
+from twisted_sockshare.bench.contenders import _RawProtocol
+from twisted_sockshare.wire import RESPONSE, SERVER_RECEIVES, FrameDecoder, encodeFrame
+
+
+@implementer(IStreamClientEndpoint)
+class MemoryEndpoint:
+    """
+    Connects at once, to a L{StringTransport}.
+    """
+
+    def __init__(self) -> None:
+        self.transport = StringTransport()
+        self.protocol = None
+
+    def connect(self, factory):  # type: ignore[no-untyped-def]
+        self.protocol = factory.buildProtocol(None)
+        self.protocol.makeConnection(self.transport)
+        return succeed(self.protocol)
+
+
+def drive(
+    request: Callable[[bytes], Deferred[bytes]], transport: StringTransport, protocol, rounds: int, callers: int = 100
+) -> float:  # type: ignore[no-untyped-def]
+    """
+    CPU microseconds per request for C{rounds} rounds of C{callers} requests.
+    """
+    backend = FrameDecoder(1 << 20, SERVER_RECEIVES)
+    payload = b"x" * 64
+    done = 0
+
+    def again(reply: bytes) -> None:
+        nonlocal done
+        done += 1
+        request(payload).addCallback(again)
+
+    for _ in range(callers):
+        request(payload).addCallback(again)
+    gc.collect()
+    start = time.process_time()
+    for _ in range(rounds):
+        written = transport.value()
+        transport.clear()
+        protocol().dataReceived(b"".join(encodeFrame(i, RESPONSE, p) for i, _, p in backend.feed(written)))
+    return (time.process_time() - start) / done * 1e6
+
+
+def shared(rounds: int, **options: object) -> float:
+    endpoint = MemoryEndpoint()
+    client = SockShareClientFactory(endpoint, Clock(), idleTimeout=None, **options)  # type: ignore[arg-type]
+    return drive(client.request, endpoint.transport, lambda: endpoint.protocol, rounds)
+
+
+def raw(rounds: int) -> float:
+    protocol = _RawProtocol()
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return drive(protocol.request, transport, lambda: protocol, rounds)
+
+
+CASES: dict[str, Callable[[int], float]] = {
+    "raw": raw,
+    "shared": shared,
+    "shared-no-timeouts": lambda rounds: shared(rounds, requestTimeout=None),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--profile", choices=sorted(CASES))
+    parser.add_argument("--only", choices=sorted(CASES), help="run one case once (for callgrind)")
+    args = parser.parse_args()
+    if args.only:
+        CASES[args.only](args.rounds)
+        return
+    if args.profile:
+        profile = cProfile.Profile()
+        profile.runcall(CASES[args.profile], args.rounds)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(15)
+        return
+    best = {name: min(case(args.rounds) for _ in range(args.repeat)) for name, case in CASES.items()}
+    for name, micros in best.items():
+        print(f"{name:<20} {micros:6.2f} us/request  ({100 * (micros / best['raw'] - 1):+.0f}% vs raw)")
+
+
+if __name__ == "__main__":
+    main()

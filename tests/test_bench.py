@@ -1,0 +1,398 @@
+"""
+Tests of the benchmark engine: the load generators with fakes, the
+contenders and the runner on loopback, and the report.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from twisted_sockshare import RemoteError
+from twisted_sockshare.bench import backend
+from twisted_sockshare.bench.contenders import KINDS, CountingEndpoint, Settings
+from twisted_sockshare.bench.load import ClosedLoop, Tally, bursts, outstandingMemory, payloads
+from twisted_sockshare.bench.report import ProgressLine, burstyTable, memoryTable, ratios, render, summary, writeJSON
+from twisted_sockshare.bench.runner import Plan, Row, run
+
+
+class Ticker:
+    """
+    A clock for the load generators that advances by one per reading.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1
+        return self.now
+
+
+class TallyTests(SynchronousTestCase):
+    def test_percentiles(self) -> None:
+        """Percentiles come from the sorted latencies."""
+        tally = Tally(latencies=[float(x) for x in range(100, 0, -1)], seconds=2.0)
+        self.assertEqual(tally.percentile(0.5), 51.0)
+        self.assertEqual(tally.percentile(0.99), 100.0)
+        self.assertEqual(tally.percentile(0.0), 1.0)
+        self.assertEqual(tally.requestsPerSecond, 50.0)
+        self.assertEqual(Tally().percentile(0.99), 0.0)
+        self.assertEqual(Tally().requestsPerSecond, 0.0)
+
+    def test_recordErrors(self) -> None:
+        """Failures are counted by class; a wrong reply is an error too."""
+        tally = Tally()
+        tally.record(b"a", b"a", 0.1)
+        tally.record(b"b", b"a", 0.1)
+        tally.record(Failure(RemoteError("x")), b"a", 0.1)
+        self.assertEqual(dict(tally.errors), {"WrongReply": 1, "RemoteError": 1})
+        self.assertEqual((tally.completed, tally.failed), (3, 2))
+
+    def test_payloadsDistinct(self) -> None:
+        """Every caller has its own payload of the asked size."""
+        sent = payloads(1000, 8)
+        self.assertEqual(len(set(sent)), 1000)
+        self.assertEqual({len(p) for p in sent[:10]}, {8})
+        self.assertEqual(payloads(2, 0), [b"0:", b"1:"])
+
+
+class ClosedLoopTests(SynchronousTestCase):
+    def test_callersKeepConcurrency(self) -> None:
+        """Each caller sends its next request when its previous one is answered, until the total."""
+        waiting: list[tuple[bytes, Deferred[bytes]]] = []
+
+        def request(payload: bytes) -> Deferred[bytes]:
+            d: Deferred[bytes] = Deferred()
+            waiting.append((payload, d))
+            return d
+
+        loop = ClosedLoop(request, payloads(3, 4), total=10, clock=Ticker())
+        done = loop.run()
+        self.assertEqual(len(waiting), 3)
+        while waiting:
+            payload, d = waiting.pop(0)
+            self.assertLessEqual(len(waiting), 2)
+            d.callback(payload)
+        tally = self.successResultOf(done)
+        self.assertEqual((tally.completed, tally.failed, loop.sent), (10, 0, 10))
+
+    def test_synchronousFailuresDoNotRecurse(self) -> None:
+        """Requests that fail at once loop instead of recursing."""
+        loop = ClosedLoop(lambda p: fail(RemoteError("no")), payloads(2, 4), total=5000, clock=Ticker())
+        tally = self.successResultOf(loop.run())
+        self.assertEqual(tally.errors["RemoteError"], 5000)
+
+    def test_synchronousSuccesses(self) -> None:
+        """Requests answered at once are counted once each."""
+        loop = ClosedLoop(succeed, payloads(4, 4), total=3000, clock=Ticker())
+        tally = self.successResultOf(loop.run())
+        self.assertEqual((tally.completed, tally.failed), (3000, 0))
+
+    def test_duration(self) -> None:
+        """With a duration, callers stop sending once it has passed."""
+        clock = Ticker()
+        loop = ClosedLoop(succeed, payloads(1, 4), duration=20, clock=clock)
+        tally = self.successResultOf(loop.run())
+        # Each request reads the clock twice (send, answer) and the check once.
+        self.assertTrue(5 <= tally.completed <= 10, tally.completed)
+
+    def test_raisingRequestIsAFailure(self) -> None:
+        """A request function that raises counts as a failed request."""
+
+        def request(payload: bytes) -> Deferred[bytes]:
+            raise ValueError("too long")
+
+        tally = self.successResultOf(ClosedLoop(request, payloads(2, 4), total=10, clock=Ticker()).run())
+        self.assertEqual(dict(tally.errors), {"ValueError": 10})
+
+    def test_stalledLoadAbandoned(self) -> None:
+        """A load whose replies stop coming is abandoned; what is unanswered is counted."""
+        from twisted_sockshare.bench.runner import _drive
+
+        clock = Clock()
+        lost: list[Deferred[bytes]] = []
+        answered = [0]
+
+        def request(payload: bytes) -> Deferred[bytes]:
+            if answered[0] < 3:
+                answered[0] += 1
+                return succeed(payload)
+            d: Deferred[bytes] = Deferred()
+            lost.append(d)
+            return d
+
+        done = Deferred.fromCoroutine(_drive(clock, ClosedLoop(request, payloads(2, 4), total=100, clock=Ticker()), 5))
+        self.assertNoResult(done)
+        clock.advance(5)
+        self.assertNoResult(done)
+        clock.advance(5)
+        tally = self.successResultOf(done)
+        self.assertEqual((tally.completed, tally.errors["Unanswered"]), (3, 2))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        lost[0].callback(b"late")  # ignored
+        self.assertEqual(tally.completed, 3)
+
+    def test_exactlyOneLimit(self) -> None:
+        self.assertRaises(ValueError, ClosedLoop, succeed, [b""])
+        self.assertRaises(ValueError, ClosedLoop, succeed, [b""], total=1, duration=1)
+
+    def test_bursts(self) -> None:
+        """Bursts send every payload at once, then wait for the gap."""
+        clock = Clock()
+        waiting: list[tuple[bytes, Deferred[bytes]]] = []
+
+        def request(payload: bytes) -> Deferred[bytes]:
+            d: Deferred[bytes] = Deferred()
+            waiting.append((payload, d))
+            return d
+
+        done = Deferred.fromCoroutine(bursts(clock, request, payloads(5, 4), 3, 0.5, clock=Ticker()))
+        for burst in range(3):
+            self.assertEqual(len(waiting), 5, burst)
+            for payload, d in waiting:
+                d.callback(payload)
+            waiting.clear()
+            self.assertEqual(waiting, [])
+            clock.advance(0.5)
+        tally = self.successResultOf(done)
+        self.assertEqual((tally.completed, tally.failed), (15, 0))
+
+
+class BackendTests(TestCase):
+    """
+    The contenders against the benchmark backend, on loopback.
+    """
+
+    async def listen(self, delay: float = 0.0) -> dict[str, int]:
+        ports = await backend.listen(reactor, delay)
+        for port in ports.values():
+            self.addCleanup(port.stopListening)
+        return {name: port.getHost().port for name, port in ports.items()}
+
+    async def test_everyContender(self) -> None:
+        """Every contender gets each caller's own reply and counts its connections."""
+        ports = await self.listen()
+        settings = Settings(concurrency=20, idleTimeout=0.1, maxPending=100)
+        for kind in KINDS.values():
+            endpoint = CountingEndpoint(TCP4ClientEndpoint(reactor, "127.0.0.1", ports[kind.service]))
+            contender = kind.build(endpoint, reactor, settings)
+            tally = await ClosedLoop(contender.request, payloads(20, 64), total=200).run()
+            await contender.close()
+            self.assertEqual((kind.name, tally.completed, dict(tally.errors)), (kind.name, 200, {}))
+            expected = {"per-request": 200, "http": (1, 20)}.get(kind.name, 1)
+            if isinstance(expected, tuple):
+                self.assertTrue(expected[0] <= endpoint.connections <= expected[1], (kind.name, endpoint.connections))
+            else:
+                self.assertEqual(endpoint.connections, expected, kind.name)
+
+    async def test_delay(self) -> None:
+        """The backend waits --delay on every protocol."""
+        ports = await self.listen(delay=0.2)
+        for kind in ("raw", "amp", "http"):
+            contender = KINDS[kind].build(
+                TCP4ClientEndpoint(reactor, "127.0.0.1", ports[KINDS[kind].service]), reactor, Settings(1, 0, 10)
+            )
+            start = reactor.seconds()
+            self.assertEqual(await contender.request(b"x"), b"x")
+            self.assertGreaterEqual(reactor.seconds() - start, 0.19)
+            await contender.close()
+
+    async def test_memory(self) -> None:
+        """The memory reading is taken with every request outstanding."""
+        ports = await self.listen()
+        contender = KINDS["shared"].build(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", ports["sockshare"]), reactor, Settings(1, 0, 1000)
+        )
+        memory = await outstandingMemory(reactor, contender.request, 500, 0.4, lambda: contender.pending)  # type: ignore[attr-defined]
+        await contender.close()
+        self.assertEqual((memory.outstanding, memory.errors), (500, {}))
+        self.assertGreater(memory.tracedBytes, 500 * 64)
+        self.assertGreater(memory.peakResidentBytes, 0)
+
+
+def _plan(**overrides: Any) -> Plan:
+    options: dict[str, Any] = dict(requests=300, duration=None, warmup=50, concurrencies=[10], pin=False)
+    options.update(overrides)
+    return Plan(**options)
+
+
+class RunnerTests(TestCase):
+    timeout = 60
+
+    async def test_inProcess(self) -> None:
+        """An in-process run measures each strategy at each concurrency, plus bursts and memory."""
+        plan = _plan(
+            strategies=["shared", "shared-linger", "per-request", "raw"],
+            concurrencies=[1, 10],
+            separateProcess=False,
+            bursts=3,
+            burstSize=10,
+            burstGap=0.02,
+            idleTimeout=5.0,
+            memory=200,
+        )
+        results = await run(reactor, plan)
+        self.assertEqual(len(results.rows), 8)
+        for row in results.rows:
+            self.assertEqual((row.requests, row.errors), (300, 0), row)
+            self.assertGreater(row.requestsPerSecond, 0)
+            self.assertLessEqual(row.p50Ms, row.p99Ms)
+        opened = {b["strategy"]: b["connectionsOpened"] for b in results.bursty}
+        self.assertEqual(opened, {"shared-linger": 1, "shared": 3, "per-request": 30, "raw": 1})
+        self.assertEqual(sorted(m["strategy"] for m in results.memory), ["raw", "shared"])
+        self.assertEqual(results.skipped, [])
+
+    async def test_separateProcess(self) -> None:
+        """By default the backend runs in its own process, stopped at the end."""
+        results = await run(reactor, _plan(strategies=["shared", "amp"], pin=True))
+        self.assertEqual(
+            [(r.strategy, r.requests, r.errors) for r in results.rows], [("shared", 300, 0), ("amp", 300, 0)]
+        )
+        self.assertIn("cpus", results.machine)
+
+    async def test_externalBackend(self) -> None:
+        """With a backend endpoint, only the contenders of its wire format run; the others are listed as skipped."""
+        ports = await backend.listen(reactor, 0.0)
+        for port in ports.values():
+            self.addCleanup(port.stopListening)
+        where = f"tcp:127.0.0.1:{ports['sockshare'].getHost().port}"
+        results = await run(reactor, _plan(strategies=["shared", "http"], backend=where))
+        self.assertEqual([r.strategy for r in results.rows], ["shared"])
+        self.assertEqual(len(results.skipped), 1)
+        self.assertIn("http", results.skipped[0])
+
+
+def _row(strategy: str, rate: float, p99: float = 1.0, cpu: float = 10.0, concurrency: int = 100) -> Row:
+    return Row(strategy, KINDS[strategy].library, concurrency, 64, 1000, 0, {}, 1.0, rate, p99 / 2, p99, 1, cpu)
+
+
+class ReportTests(SynchronousTestCase):
+    def test_ratios(self) -> None:
+        """The target ratios are computed from the rows of each concurrency."""
+        rows = [_row("shared", 1000, 2, 11), _row("per-request", 50, 40), _row("raw", 1100, 2, 10), _row("amp", 100)]
+        lines = ratios(rows)
+        self.assertEqual(len(lines), 2)
+        self.assertIn("20.0x per-request (p99 1/20.0)", lines[0])
+        self.assertIn("10.0x amp", lines[0])
+        self.assertIn("91% of raw", lines[0])
+        self.assertIn("+10% vs raw", lines[1])
+        self.assertEqual(ratios([_row("raw", 5)]), [])
+
+    def test_summary(self) -> None:
+        """The demo's sentences follow the figures."""
+        text = summary([_row("shared", 1000), _row("per-request", 50), _row("serialized", 100), _row("raw", 1250)])
+        self.assertIn("20x the requests per second", text)
+        self.assertIn("10x slower", text)
+        self.assertIn("80% of the fastest", text)
+        self.assertEqual(summary([_row("shared", 1000)]), "")
+
+    def results(self) -> Any:
+        from twisted_sockshare.bench.runner import Results, machine
+
+        results = Results(
+            machine(None, None), {"backend": None, "separateProcess": True, "payloadSize": 64, "delay": 0}
+        )
+        results.rows = [_row("shared", 1000), _row("http", 40)]
+        results.bursty = [
+            {
+                "strategy": "shared",
+                "bursts": 3,
+                "burstSize": 10,
+                "requests": 30,
+                "errors": 0,
+                "p99Ms": 1.0,
+                "connectionsOpened": 3,
+            }
+        ]
+        results.memory = [
+            {
+                "strategy": "shared",
+                "outstanding": 10,
+                "bytesPerRequest": 500.0,
+                "residentBytes": 2**20,
+                "peakResidentBytes": 2**25,
+                "errors": {},
+            }
+        ]
+        return results
+
+    def test_render(self) -> None:
+        """The report has the table, the ratios, the bursts and the memory."""
+        text = render(self.results())
+        self.assertIn("http (other tool)", text)
+        self.assertIn("25.0x http", text)
+        self.assertIn("not pinned", text)
+        self.assertIn("3x10", burstyTable(self.results().bursty))
+        self.assertIn("500", memoryTable(self.results().memory))
+
+    def test_json(self) -> None:
+        """The JSON file has the machine, the plan and one object per row."""
+        path = self.mktemp()
+        writeJSON(self.results(), path)
+        with open(path) as f:
+            data = json.load(f)
+        self.assertEqual(data["rows"][0]["strategy"], "shared")
+        self.assertEqual(set(data), {"machine", "plan", "rows", "bursty", "memory", "skipped"})
+
+    def test_plot(self) -> None:
+        """The plot is written where asked (matplotlib is the plot extra)."""
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise self.failureException("matplotlib is part of the test extra; install it") from None
+        from twisted_sockshare.bench.report import plot
+
+        path = self.mktemp() + ".png"
+        plot(self.results(), path)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+
+class FakeTerminal(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+class ProgressTests(SynchronousTestCase):
+    def progress(self, tty: bool) -> tuple[FakeTerminal, Clock, Callable[..., None], ClosedLoop]:
+        stream, clock = FakeTerminal(tty), Clock()
+        loop = ClosedLoop(succeed, [b"x"], total=1)
+        loop.tally.latencies.extend([0.001] * 42)
+        return stream, clock, ProgressLine(stream, clock, after=2.0, every=0.5), loop
+
+    def test_shownAfterAWhile(self) -> None:
+        """On a terminal the line appears once a measurement has run a while, and is cleared at the end."""
+        stream, clock, progress, loop = self.progress(tty=True)
+        progress("shared c=100", loop)
+        clock.advance(0.5)
+        clock.advance(0.5)
+        clock.advance(0.5)
+        self.assertEqual(stream.getvalue(), "")
+        clock.advance(0.5)
+        self.assertIn("shared c=100: 42 done, 21 req/s, 0 errors, 2 s", stream.getvalue())
+        progress("", None)
+        self.assertTrue(stream.getvalue().endswith("\r\x1b[K"))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_quietWhenNotATerminal(self) -> None:
+        """Nothing is written when the output is not a terminal."""
+        stream, clock, progress, loop = self.progress(tty=False)
+        progress("shared c=100", loop)
+        clock.advance(10)
+        progress("", None)
+        self.assertEqual(stream.getvalue(), "")
+        self.assertEqual(clock.getDelayedCalls(), [])
