@@ -57,7 +57,7 @@ class _Request(Deferred[bytes]):
     attributes are set by L{SockShareClientFactory.request}.
 
     @ivar factory: the client it belongs to.
-    @ivar payload: what to send; dropped once written.
+    @ivar payload: what to send, while the request waits for a connection.
     @ivar deadline: when the request times out (L{None}: never).
     @ivar connection: the connection it was written to (L{None}: still queued).
     @ivar requestId: its id on that connection.
@@ -107,7 +107,7 @@ class SockShareClientProtocol(Protocol):
         if setNoDelay is not None:
             setNoDelay(True)
 
-    def sendRequest(self, request: _Request) -> None:
+    def sendRequest(self, request: _Request, payload: bytes) -> None:
         """
         Write C{request} on this connection with an id not outstanding on it.
         """
@@ -119,8 +119,6 @@ class SockShareClientProtocol(Protocol):
         request.requestId = requestId
         request.connection = self
         outstanding[requestId] = request
-        payload: bytes = request.payload  # type: ignore[assignment]
-        request.payload = None
         frame = packHeader(MIN_LENGTH + len(payload), requestId, REQUEST) + payload
         if self._batch is not None:
             self._batch.append(frame)
@@ -349,7 +347,6 @@ class SockShareClientFactory(Factory):
         self._connectionsOpened = 0
         self._connectionsClosed = 0
         self._connectFailures = 0
-        self._requests = 0
         self._responses = 0
         self._remoteErrors = 0
         self._failures = 0
@@ -406,7 +403,7 @@ class SockShareClientFactory(Factory):
             "connectionsOpened": self._connectionsOpened,
             "connectionsClosed": self._connectionsClosed,
             "connectFailures": self._connectFailures,
-            "requests": self._requests,
+            "requests": self._responses + self._remoteErrors + self._failures + len(self._pending),
             "responses": self._responses,
             "remoteErrors": self._remoteErrors,
             "failures": self._failures,
@@ -439,9 +436,6 @@ class SockShareClientFactory(Factory):
             return self._reject(payload)
         request = _Request(_cancelRequest)
         request.factory = self
-        request.payload = payload
-        request.connection = None
-        request.requestId = -1
         timeout = self.requestTimeout
         if timeout is None:
             request.deadline = None
@@ -450,7 +444,6 @@ class SockShareClientFactory(Factory):
             if self._deadlineCall is None:
                 self._deadlineCall = self._clock.callLater(timeout, self._checkDeadlines)
         pending[request] = None
-        self._requests += 1
         if count >= self._peakPending:
             self._peakPending = count + 1
         state = self._state
@@ -458,8 +451,12 @@ class SockShareClientFactory(Factory):
             if state.idleCall is not None:
                 state.idleCall.cancel()
                 state.idleCall = None
-            state.protocol.sendRequest(request)
-        elif type(state) is _Connecting:
+            state.protocol.sendRequest(request, payload)
+            return request
+        request.connection = None
+        request.requestId = -1
+        request.payload = payload
+        if type(state) is _Connecting:
             state.waiting.append(request)
         else:
             self._connect(request)
@@ -634,7 +631,8 @@ class SockShareClientFactory(Factory):
         waiting, state.waiting = state.waiting, []
         for request in waiting:
             if not request.called:
-                protocol.sendRequest(request)
+                payload, request.payload = request.payload, None
+                protocol.sendRequest(request, payload)  # type: ignore[arg-type]
         if not self._pending:
             self._becameIdle()
 
