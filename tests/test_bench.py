@@ -252,6 +252,15 @@ class RunnerTests(TestCase):
         self.assertEqual(sorted(m["strategy"] for m in results.memory), ["raw", "shared"])
         self.assertEqual(results.skipped, [])
 
+    async def test_burstsOnly(self) -> None:
+        """With requests=0 only the bursts are measured."""
+        results = await run(
+            reactor, _plan(strategies=["shared"], requests=0, bursts=2, burstSize=5, separateProcess=False)
+        )
+        self.assertEqual(results.rows, [])
+        self.assertEqual([(b["requests"], b["connectionsOpened"]) for b in results.bursty], [(10, 2)])
+        self.assertNotIn("req/s", render(results))
+
     async def test_separateProcess(self) -> None:
         """By default the backend runs in its own process, stopped at the end."""
         results = await run(reactor, _plan(strategies=["shared", "amp"], pin=True))

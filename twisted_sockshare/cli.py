@@ -41,7 +41,13 @@ class BenchOptions(usage.Options):
         "(requests/s, p50/p99 latency, errors, connections opened). Strategies:\n" + _strategyList()
     )
     optParameters: list[Any] = [
-        ["requests", "n", None, "Requests per measurement (instead of --duration).", _number(int, "requests", 1)],
+        [
+            "requests",
+            "n",
+            None,
+            "Requests per measurement (instead of --duration); 0 skips the closed-loop load.",
+            _number(int, "requests", 0),
+        ],
         ["duration", "d", None, "Seconds per measurement (default 2).", _number(float, "duration", 0, False)],
         ["payload-size", None, 64, "Bytes per request payload.", _number(int, "payload-size", 0)],
         ["delay", None, 0.0, "Seconds of backend work per request.", _number(float, "delay", 0)],

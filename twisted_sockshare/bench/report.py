@@ -83,7 +83,7 @@ def burstyTable(bursty: list[dict[str, Any]]) -> str:
 
 
 def memoryTable(memory: list[dict[str, Any]]) -> str:
-    header = ["strategy", "outstanding", "bytes/request", "RSS growth MiB", "peak RSS MiB", "errors"]
+    header = ["strategy", "outstanding", "bytes/request", "peak RSS MiB", "errors"]
     return _table(
         header,
         [
@@ -91,7 +91,6 @@ def memoryTable(memory: list[dict[str, Any]]) -> str:
                 m["strategy"],
                 str(m["outstanding"]),
                 f"{m['bytesPerRequest']:.0f}",
-                f"{m['residentBytes'] / 2**20:.1f}",
                 f"{m['peakResidentBytes'] / 2**20:.1f}",
                 str(sum(m["errors"].values())),
             ]
@@ -184,9 +183,9 @@ def render(results: Results) -> str:
         f"twisted_sockshare {m['twisted_sockshare']} on Python {m['python']}, Twisted {m['twisted']}, "
         f"{m['cpus']} CPUs; backend: {backend}; {pinned}; payload {results.plan['payloadSize']} bytes, "
         f"backend delay {results.plan['delay']} s",
-        "",
-        table(results.rows),
     ]
+    if results.rows:
+        parts += ["", table(results.rows)]
     lines = ratios(results.rows)
     if lines:
         parts += ["", *lines]

@@ -249,7 +249,7 @@ async def run(reactor: Any, plan: Plan, progress: Progress | None = None) -> Res
                 results.skipped.append(f"{kind.name}: carries at most {kind.maxPayload:,} bytes per message")
         kinds = [kind for kind in kinds if kind.service in backend.services and plan.payloadSize <= kind.maxPayload]
         order = random.Random(plan.seed)
-        for concurrency in plan.concurrencies:
+        for concurrency in plan.concurrencies if plan.requests != 0 else []:
             settings = Settings(concurrency, plan.idleTimeout, max(10_000, concurrency))
             measured: dict[str, list[Row]] = {kind.name: [] for kind in kinds}
             for _ in range(plan.repeat):
