@@ -294,6 +294,31 @@ class IdleCloseTests(ClientTestCase):
         attempt.succeed()
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         attempt.respond(0, b"")
+        # Only the bound on the close itself is left, until the close completes.
+        (bound,) = self.clock.getDelayedCalls()
+        self.assertEqual(bound.getTime(), self.clock.seconds() + client.closeTimeout)
+        attempt.lose()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_slowCloseAborted(self) -> None:
+        """
+        A peer that never completes the close (never reads our FIN) is
+        aborted after closeTimeout, so close() always finishes.
+        """
+        client = self.makeClient(closeTimeout=3.0)
+        client.request(b"1")
+        attempt = self.endpoint.last
+        attempt.succeed()
+        attempt.respond(0, b"")
+        closed = client.close()
+        self.assertTrue(attempt.transport.disconnecting)
+        self.clock.advance(2.9)
+        self.assertFalse(attempt.transport.aborted)
+        self.assertNoResult(closed)
+        self.clock.advance(0.1)
+        self.assertTrue(attempt.transport.aborted)
+        attempt.drop()
+        self.successResultOf(closed)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
@@ -638,6 +663,7 @@ class BoundsTests(ClientTestCase):
             ({"connectTimeout": 0}, "connectTimeout"),
             ({"requestTimeout": -5}, "requestTimeout"),
             ({"maxPending": 0}, "maxPending"),
+            ({"closeTimeout": 0}, "closeTimeout"),
             ({"maxPayload": -1}, "maxPayload"),
             ({"maxPayload": 2**32}, "maxPayload"),
         ]:

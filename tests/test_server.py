@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -160,7 +161,15 @@ class ServerTests(SynchronousTestCase):
         protocol.dataReceived(encodeFrame(1, REQUEST, b"a") + encodeFrame(2, REQUEST, b""))
         self.assertEqual(
             factory.stats(),
-            {"connections": 1, "connectionsOpened": 1, "requests": 2, "responses": 1, "errors": 1, "violations": 0},
+            {
+                "connections": 1,
+                "connectionsOpened": 1,
+                "requests": 2,
+                "responses": 1,
+                "errors": 1,
+                "violations": 0,
+                "idleClosed": 0,
+            },
         )
         self.flushLoggedErrors(RuntimeError)
 
@@ -182,3 +191,61 @@ def _failing() -> Deferred[bytes]:
     d: Deferred[bytes] = Deferred()
     d.errback(KeyError("k"))
     return d
+
+
+class IdleTimeoutTests(SynchronousTestCase):
+    """
+    idleTimeout closes connections whose client went quiet, and aborts those
+    that leave a frame half-sent (slow-loris).
+    """
+
+    def connect(self, **options: object) -> tuple:
+        self.clock = Clock()
+        self.factory = SockShareServerFactory(
+            lambda p: self.answers.setdefault(p, Deferred()),
+            clock=self.clock,
+            **options,  # type: ignore[arg-type]
+        )
+        self.answers: dict[bytes, Deferred[bytes]] = {}
+        protocol, transport = connect(self.factory)
+        return protocol, transport
+
+    def test_idleClosed(self) -> None:
+        """A connection that sends nothing for idleTimeout is closed gracefully; activity postpones it."""
+        protocol, transport = self.connect(idleTimeout=10)
+        self.clock.advance(6)
+        protocol.dataReceived(b"")
+        self.clock.advance(6)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(4)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.factory.stats()["idleClosed"], 1)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_waitingClientNotIdle(self) -> None:
+        """A client waiting for a slow answer, with no frame half-sent, is not idle."""
+        protocol, transport = self.connect(idleTimeout=10)
+        protocol.dataReceived(encodeFrame(1, REQUEST, b"slow"))
+        self.clock.advance(35)
+        self.assertFalse(transport.disconnecting)
+        self.answers[b"slow"].callback(b"done")
+        self.assertEqual(replies(transport), [(1, RESPONSE, b"done")])
+        self.clock.advance(10)
+        self.assertTrue(transport.disconnecting)
+
+    def test_partialFrameAborted(self) -> None:
+        """A frame left incomplete for idleTimeout aborts the connection, even with answers pending."""
+        protocol, transport = self.connect(idleTimeout=5)
+        protocol.dataReceived(encodeFrame(1, REQUEST, b"slow"))
+        protocol.dataReceived(encodeFrame(2, REQUEST, b"never finished")[:12])
+        self.clock.advance(5)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.factory.stats()["idleClosed"], 1)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_noTimeoutByDefault(self) -> None:
+        protocol, transport = self.connect()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertRaises(ValueError, SockShareServerFactory, bytes, idleTimeout=0)

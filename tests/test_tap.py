@@ -27,7 +27,7 @@ from twisted_sockshare import (
 )
 from twisted_sockshare.demo import DemoBackend
 from twisted_sockshare.gateway import GatewayResource, metricsText, statusFor
-from twisted_sockshare.tap import ClientOptions, ServerOptions
+from twisted_sockshare.tap import ClientOptions, ServerOptions, makeServerService
 
 
 class PluginTests(SynchronousTestCase):
@@ -58,6 +58,16 @@ class OptionsTests(SynchronousTestCase):
         options.parseOptions([])
         self.assertEqual(options["listen"], "tcp:9000:interface=127.0.0.1")
         self.assertEqual((options["delay"], options["jitter"], options["max-payload"]), (0.0, 0.0, 1_048_576))
+        self.assertIsNone(options["idle-timeout"])
+
+    def test_serverIdleTimeout(self) -> None:
+        """--idle-timeout reaches the server factory; 0 is refused."""
+        options = ServerOptions()
+        options.parseOptions(["--idle-timeout=2.5", "--listen=tcp:0"])
+        service = makeServerService(options)
+        self.assertEqual(service.factory.idleTimeout, 2.5)  # type: ignore[attr-defined]
+        e = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, ["--idle-timeout=0"])
+        self.assertIn("--idle-timeout must be > 0", str(e))
 
     def test_clientDefaults(self) -> None:
         """The gateway's defaults match the library's."""

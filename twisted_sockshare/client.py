@@ -92,6 +92,8 @@ class SockShareClientProtocol(Protocol):
 
     closing = False
     lost = False
+    #: Aborts the connection if its graceful close takes too long.
+    abortCall: IDelayedCall | None = None
 
     def __init__(self, factory: SockShareClientFactory) -> None:
         self._factory = factory
@@ -277,6 +279,7 @@ class SockShareClientFactory(Factory):
         maxPending: int = 10_000,
         maxPayload: int = 1_048_576,
         resetOnTimeout: bool = True,
+        closeTimeout: float = 10.0,
     ) -> None:
         """
         @param endpoint: where the backend is: any C{IStreamClientEndpoint}
@@ -301,6 +304,9 @@ class SockShareClientFactory(Factory):
         @param resetOnTimeout: drop the connection when a request times out
             (the other requests on it fail with L{ConnectionDropped}); if
             false only the late request fails and its response is discarded.
+        @param closeTimeout: seconds a connection's graceful close may take
+            (the peer reading what is left and acknowledging it) before the
+            connection is aborted, so L{close} always finishes.
         @raise ValueError: if an option is out of range.
         """
         if reactor is None:
@@ -314,6 +320,8 @@ class SockShareClientFactory(Factory):
             raise ValueError(f"connectTimeout must be > 0 or None, not {connectTimeout!r}")
         if requestTimeout is not None and requestTimeout <= 0:
             raise ValueError(f"requestTimeout must be > 0 or None, not {requestTimeout!r}")
+        if closeTimeout <= 0:
+            raise ValueError(f"closeTimeout must be > 0, not {closeTimeout!r}")
         if maxPending < 1:
             raise ValueError(f"maxPending must be >= 1, not {maxPending!r}")
         if not 0 <= maxPayload <= _MAX_PAYLOAD:
@@ -333,6 +341,7 @@ class SockShareClientFactory(Factory):
         self.maxPending = maxPending
         self.maxPayload = maxPayload
         self.resetOnTimeout = resetOnTimeout
+        self.closeTimeout = closeTimeout
 
         self._state: _Idle | _Connecting | _Connected = _IDLE
         # Pending requests in submission order, which is also deadline order.
@@ -688,6 +697,21 @@ class SockShareClientFactory(Factory):
         connection = state.protocol
         self._detach(connection)
         connection.transport.loseConnection()  # type: ignore[union-attr]
+        if not connection.lost:
+            connection.abortCall = self._clock.callLater(self.closeTimeout, self._abortClosing, connection)
+
+    def _abortClosing(self, connection: SockShareClientProtocol) -> None:
+        """
+        A graceful close took longer than C{closeTimeout}: the peer neither
+        acknowledged it nor read what was left to send.  Abort.
+        """
+        connection.abortCall = None
+        _log.warn(
+            "Connection to {endpoint} took more than closeTimeout={timeout} seconds to close; aborting it",
+            endpoint=self.endpointDescription,
+            timeout=self.closeTimeout,
+        )
+        connection.transport.abortConnection()  # type: ignore[union-attr]
 
     def _detach(self, connection: SockShareClientProtocol) -> list[_Request]:
         """
@@ -721,6 +745,9 @@ class SockShareClientFactory(Factory):
 
     def _connectionLost(self, connection: SockShareClientProtocol, reason: Failure) -> None:
         self._connectionsClosed += 1
+        if connection.abortCall is not None:
+            connection.abortCall.cancel()
+            connection.abortCall = None
         self._detached.discard(connection)
         state = self._state
         if connection.closing:

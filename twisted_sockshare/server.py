@@ -15,7 +15,7 @@ from inspect import isawaitable
 from typing import Union
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -52,14 +52,21 @@ class SockShareServerProtocol(Protocol):
         self._decoder = FrameDecoder(factory.maxPayload, SERVER_RECEIVES)
         self._inFlight: dict[int, Deferred[bytes]] = {}
         self._lost = False
+        self._lastActive = 0.0
+        self._idleCall: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         self._factory._connectionMade()
+        if self._factory.idleTimeout is not None:
+            self._lastActive = self._factory.clock.seconds()
+            self._idleCall = self._factory.clock.callLater(self._factory.idleTimeout, self._checkIdle)
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             setNoDelay(True)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._idleCall is not None:
+            self._lastActive = self._factory.clock.seconds()
         inFlight = self._inFlight
         for requestId, _kind, payload in self._decoder.feed(data):
             if self._lost:
@@ -71,6 +78,35 @@ class SockShareServerProtocol(Protocol):
         violation = self._decoder.violation
         if violation is not None and not self._lost:
             self._violated(violation)
+
+    def _checkIdle(self) -> None:
+        """
+        Close the connection if the client sent nothing for C{idleTimeout}
+        seconds, unless it is waiting for answers and has no frame left
+        half-sent (a slow handler is not the client's fault).
+        """
+        factory = self._factory
+        timeout = factory.idleTimeout
+        assert timeout is not None
+        quiet = factory.clock.seconds() - self._lastActive
+        stalled = self._decoder.buffered > 0
+        if quiet < timeout or (self._inFlight and not stalled):
+            wait = timeout - quiet if quiet < timeout else timeout
+            self._idleCall = factory.clock.callLater(wait, self._checkIdle)
+            return
+        self._idleCall = None
+        factory._idleClosed += 1
+        _log.info(
+            "Closing the connection from {peer}: {what} for {timeout} seconds (idleTimeout)",
+            peer=self.transport.getPeer() if self.transport is not None else None,
+            what="a frame left incomplete" if stalled else "idle",
+            timeout=timeout,
+        )
+        self._lost = True
+        if stalled:
+            self.transport.abortConnection()  # type: ignore[union-attr]
+        else:
+            self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _violated(self, violation: str) -> None:
         self._factory._violations += 1
@@ -139,6 +175,10 @@ class SockShareServerProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        if self._idleCall is not None:
+            if self._idleCall.active():
+                self._idleCall.cancel()
+            self._idleCall = None
         self._factory._connectionLost()
         inFlight, self._inFlight = self._inFlight, {}
         for deferred in inFlight.values():
@@ -155,7 +195,14 @@ class SockShareServerFactory(Factory):
     noisy = False
     protocol = SockShareServerProtocol
 
-    def __init__(self, handler: Handler, *, maxPayload: int = 1_048_576) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        maxPayload: int = 1_048_576,
+        idleTimeout: float | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
         """
         @param handler: called with each request's payload; returns the
             response's bytes, a Deferred firing with them, or a coroutine
@@ -164,18 +211,33 @@ class SockShareServerFactory(Factory):
         @param maxPayload: the largest request payload accepted, in bytes (a
             larger one is a protocol violation and drops that connection), and
             the largest response sent (a larger one is turned into an ERROR).
-        @raise ValueError: if C{maxPayload} is out of range.
+        @param idleTimeout: close a connection whose client sent nothing for
+            this many seconds, unless it waits for answers with no frame
+            half-sent; a frame left incomplete that long (a slow-loris
+            client) aborts the connection.  L{None}: never.
+        @param clock: schedules the idle timeouts; the global reactor if
+            L{None}.
+        @raise ValueError: if an option is out of range.
         """
         if not 0 <= maxPayload <= 0xFFFFFFFF - MIN_LENGTH:
             raise ValueError(f"maxPayload must be between 0 and {0xFFFFFFFF - MIN_LENGTH}, not {maxPayload!r}")
+        if idleTimeout is not None and idleTimeout <= 0:
+            raise ValueError(f"idleTimeout must be > 0 or None, not {idleTimeout!r}")
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
         self.handler = handler
         self.maxPayload = maxPayload
+        self.idleTimeout = idleTimeout
+        self.clock: IReactorTime = clock
         self._connections = 0
         self._connectionsOpened = 0
         self._requests = 0
         self._responses = 0
         self._errors = 0
         self._violations = 0
+        self._idleClosed = 0
 
     def buildProtocol(self, addr: IAddress | None) -> SockShareServerProtocol:
         return SockShareServerProtocol(self)
@@ -193,8 +255,9 @@ class SockShareServerFactory(Factory):
 
         @return: a new dict with C{connections} (open now),
             C{connectionsOpened}, C{requests}, C{responses}, C{errors} (ERROR
-            frames sent) and C{violations} (connections dropped for breaking
-            the protocol).
+            frames sent), C{violations} (connections dropped for breaking
+            the protocol) and C{idleClosed} (connections closed by
+            C{idleTimeout}).
         """
         return {
             "connections": self._connections,
@@ -203,6 +266,7 @@ class SockShareServerFactory(Factory):
             "responses": self._responses,
             "errors": self._errors,
             "violations": self._violations,
+            "idleClosed": self._idleClosed,
         }
 
 

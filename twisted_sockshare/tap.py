@@ -105,6 +105,13 @@ class ServerOptions(usage.Options):
             "Largest request or response payload, in bytes.",
             _number(int, "max-payload", 0),
         ],
+        [
+            "idle-timeout",
+            None,
+            None,
+            "Close a client connection quiet this many seconds, or with a frame half-sent that long ('none': never).",
+            _timeout("idle-timeout"),
+        ],
         ["port-file", None, None, "Write the listening port's number to this file."],
     ]
 
@@ -124,7 +131,7 @@ def makeServerService(options: ServerOptions) -> IService:
     from twisted.internet import reactor
 
     backend = DemoBackend(reactor, options["delay"], options["jitter"])
-    factory = SockShareServerFactory(backend, maxPayload=options["max-payload"])
+    factory = SockShareServerFactory(backend, maxPayload=options["max-payload"], idleTimeout=options["idle-timeout"])
     backend.stats = factory.stats
     return _PortFileService(options["endpoint"], factory, options["port-file"])
 
