@@ -302,7 +302,7 @@ class ReportTests(SynchronousTestCase):
         text = summary([_row("shared", 1000), _row("per-request", 50), _row("serialized", 100), _row("raw", 1250)])
         self.assertIn("20x the requests per second", text)
         self.assertIn("10x slower", text)
-        self.assertIn("80% of the fastest", text)
+        self.assertIn("at 80% of the rate of raw", text)
         self.assertEqual(summary([_row("shared", 1000)]), "")
 
     def results(self) -> Any:

@@ -154,16 +154,12 @@ def summary(rows: list[Row]) -> str:
             f"One request at a time on one connection (serialized) made callers queue: "
             f"{shared.requestsPerSecond / serialized.requestsPerSecond:.0f}x slower than shared."
         )
-    best = max(
-        (found[name] for name in ("persistent", "raw") if name in found),
-        key=lambda row: row.requestsPerSecond,
-        default=None,
-    )
-    if best is not None and best.requestsPerSecond:
+    raw = found.get("raw")
+    if raw is not None and raw.requestsPerSecond:
         sentences.append(
-            f"Counting, timeouts and closing at zero left shared at "
-            f"{100 * shared.requestsPerSecond / best.requestsPerSecond:.0f}% of the fastest connection that never "
-            f"closes ({best.strategy})."
+            f"With its timeouts, counting and closing at zero, shared ran at "
+            f"{100 * shared.requestsPerSecond / raw.requestsPerSecond:.0f}% of the rate of raw, a minimal "
+            "client that has none of them."
         )
     return " ".join(sentences)
 

@@ -1,0 +1,187 @@
+"""
+Fault injection on loopback: a backend that crashes, restarts, stops
+reading, answers with errors, half-frames or resets, and a slow-loris client
+against the server.  Every scenario checks that each request's Deferred
+fired exactly once with a documented error, nothing is left pending, no file
+descriptor leaked, and the client serves normally afterwards.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from twisted_sockshare import SockShareClientFactory, SockShareServerFactory
+from twisted_sockshare.bench.load import ClosedLoop, payloads
+from twisted_sockshare.wire import REQUEST, encodeFrame
+
+from .faults import FaultyBackend, openFileDescriptors
+
+#: The errors a request may fail with when the backend misbehaves.
+DOCUMENTED = {
+    "ConnectFailed",
+    "ConnectionDropped",
+    "RequestTimeout",
+    "RemoteError",
+    "TooManyPending",
+    "ProtocolViolation",
+}
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    return deferLater(reactor, seconds, lambda: None)
+
+
+async def outcomes(requests: list[Deferred[bytes]]) -> Counter[str]:
+    """
+    Wait for every request; count the outcomes by error class (C{ok} for a reply).
+    """
+    seen: Counter[str] = Counter()
+
+    def record(result: object) -> None:
+        seen["ok" if not isinstance(result, Failure) else type(result.value).__name__] += 1
+
+    await gatherResults([request.addBoth(record) for request in requests])
+    return seen
+
+
+class FaultTests(TestCase):
+    timeout = 60
+
+    async def setUpBackend(self) -> FaultyBackend:
+        self.fds = openFileDescriptors()
+        backend = FaultyBackend(reactor)
+        await backend.start()
+        self.addCleanup(backend.stop)
+        return backend
+
+    async def assertHealthy(self, client: SockShareClientFactory, backend: FaultyBackend) -> None:
+        """
+        Nothing pending, the client serves again, and once it and the backend
+        are closed no file descriptor is left behind.
+        """
+        self.assertEqual(client.pending, 0)
+        s = client.stats()
+        self.assertEqual(s["requests"], s["responses"] + s["remoteErrors"] + s["failures"])
+        backend.mode, backend.reading = "answer", True
+        self.assertEqual(await client.request(b"after"), b"after")
+        await client.close()
+        await backend.stop()
+        await sleep(0.1)
+        self.assertEqual(openFileDescriptors(), self.fds)
+
+    async def test_killedAndRestartedUnderLoad(self) -> None:
+        """The backend crashes and comes back five times under a steady load of 20 callers."""
+        backend = await self.setUpBackend()
+        client = SockShareClientFactory(backend.endpoint(), reactor, requestTimeout=2, connectTimeout=1)
+        load = ClosedLoop(client.request, payloads(20, 64), duration=2.5)
+        done = load.run()
+        for _ in range(5):
+            await sleep(0.3)
+            await backend.stop()
+            await sleep(0.1)
+            await backend.start()
+        tally = await done
+        self.assertEqual(tally.completed, load.sent)  # each request fired once
+        self.assertLessEqual(set(tally.errors), {"ConnectionDropped", "ConnectFailed"})
+        self.assertGreater(tally.failed, 0)
+        self.assertGreater(tally.completed - tally.failed, 1000)
+        self.assertGreaterEqual(client.stats()["connectionsOpened"], 6)
+        await self.assertHealthy(client, backend)
+
+    async def test_backendStopsReading(self) -> None:
+        """
+        A backend that accepts but never reads: at most maxPending requests
+        are buffered, the rest are refused at once, and the request timeout
+        resets the connection, which frees the buffer.
+        """
+        backend = await self.setUpBackend()
+        backend.reading = False
+        client = SockShareClientFactory(backend.endpoint(), reactor, maxPending=50, requestTimeout=1.0)
+        seen = await outcomes([client.request(b"x" * 65536) for _ in range(60)])
+        self.assertEqual(seen["TooManyPending"], 10)
+        self.assertGreaterEqual(seen["RequestTimeout"], 1)
+        self.assertEqual(seen["RequestTimeout"] + seen["ConnectionDropped"], 50)
+        await self.assertHealthy(client, backend)
+
+    async def test_everyMisbehaviour(self) -> None:
+        """Each way of misbehaving fails the requests it touches with its documented error."""
+        backend = await self.setUpBackend()
+        client = SockShareClientFactory(backend.endpoint(), reactor, requestTimeout=0.5)
+        expected = {
+            "answer": {"ok"},
+            "error": {"RemoteError"},
+            "closeMidFrame": {"ConnectionDropped"},
+            "stallMidFrame": {"RequestTimeout", "ConnectionDropped"},
+            "reset": {"ConnectionDropped"},
+            "silent": {"RequestTimeout", "ConnectionDropped"},
+            "slow": {"ok"},
+        }
+        for mode, allowed in expected.items():
+            backend.mode = mode
+            seen = await outcomes([client.request(b"%d" % i) for i in range(10)])
+            self.assertEqual(sum(seen.values()), 10, mode)
+            self.assertLessEqual(set(seen), allowed, (mode, seen))
+        await self.assertHealthy(client, backend)
+
+    async def test_modesSwitchedUnderLoad(self) -> None:
+        """The backend's behaviour changes every 0.2 s under load; only documented errors result."""
+        backend = await self.setUpBackend()
+        backend.delay = 0.05
+        client = SockShareClientFactory(backend.endpoint(), reactor, requestTimeout=0.3)
+        load = ClosedLoop(client.request, payloads(10, 64), duration=2.0)
+        done = load.run()
+        for mode in ["error", "slow", "closeMidFrame", "answer", "stallMidFrame", "reset", "silent", "answer"]:
+            backend.mode = mode
+            await sleep(0.2)
+        tally = await done
+        self.assertEqual(tally.completed, load.sent)
+        self.assertLessEqual(set(tally.errors), DOCUMENTED)
+        self.assertEqual(tally.errors["WrongReply"], 0)
+        await self.assertHealthy(client, backend)
+
+    async def test_stoppedListening(self) -> None:
+        """A backend that is gone fails requests fast with ConnectFailed; it is retried when back."""
+        backend = await self.setUpBackend()
+        client = SockShareClientFactory(backend.endpoint(), reactor)
+        await backend.stop()
+        start = reactor.seconds()
+        seen = await outcomes([client.request(b"x") for _ in range(5)])
+        self.assertEqual(seen, {"ConnectFailed": 5})
+        self.assertLess(reactor.seconds() - start, 2)
+        await backend.start()
+        await self.assertHealthy(client, backend)
+
+
+class SlowLorisTests(TestCase):
+    timeout = 30
+
+    async def test_halfFrameClosedByServer(self) -> None:
+        """A client that sends half a frame and stalls is cut off after idleTimeout; others are served."""
+        fds = openFileDescriptors()
+        factory = SockShareServerFactory(bytes.upper, idleTimeout=0.3)
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        lost: Deferred[None] = Deferred()
+
+        class Loris(Protocol):
+            def connectionLost(self, reason: Failure) -> None:
+                lost.callback(None)
+
+        loris = await connectProtocol(endpoint, Loris())
+        loris.transport.write(encodeFrame(1, REQUEST, b"never finished")[:11])  # type: ignore[union-attr]
+        client = SockShareClientFactory(endpoint, reactor)
+        self.assertEqual(await client.request(b"hi"), b"HI")
+        await lost.addTimeout(5, reactor)
+        self.assertEqual(factory.stats()["idleClosed"], 1)
+        await client.close()
+        await port.stopListening()
+        await sleep(0.1)
+        self.assertEqual(openFileDescriptors(), fds)
