@@ -92,6 +92,8 @@ class SockShareClientProtocol(Protocol):
 
     closing = False
     lost = False
+    #: Some bytes came from the server on this connection.
+    received = False
     #: Aborts the connection if its graceful close takes too long.
     abortCall: IDelayedCall | None = None
 
@@ -152,6 +154,7 @@ class SockShareClientProtocol(Protocol):
         return len(self._outstanding)
 
     def dataReceived(self, data: bytes) -> None:
+        self.received = True
         frames = self._decoder.feed(data)
         if frames:
             batch: list[bytes] = []
@@ -216,6 +219,17 @@ class _Connected:
 
 
 _IDLE = _Idle()
+
+
+def _isTLSError(reason: Failure) -> bool:
+    """
+    Whether C{reason} is an error of the TLS layer (pyOpenSSL's).
+    """
+    try:
+        from OpenSSL.SSL import Error
+    except ImportError:  # no pyOpenSSL: no TLS either
+        return False
+    return reason.check(Error) is not None
 
 
 def _describeEndpoint(endpoint: object) -> str:
@@ -771,13 +785,21 @@ class SockShareClientFactory(Factory):
                     endpoint=self.endpointDescription,
                     why=reason.getErrorMessage(),
                 )
-            self._failAll(
-                others,
-                ConnectionDropped(
+            error: Exception
+            if not connection.received and _isTLSError(reason):
+                # The TLS handshake (or the server's check of our
+                # certificate, which TLS 1.3 reports after it) failed.
+                self._connectFailures += 1
+                error = ConnectFailed(
+                    f"TLS with {self.endpointDescription} failed (wrong, untrusted or expired certificate?): "
+                    f"{reason.getErrorMessage()}"
+                )
+            else:
+                error = ConnectionDropped(
                     f"connection to {self.endpointDescription} lost while the request was "
                     f"outstanding: {reason.getErrorMessage()}"
-                ),
-            )
+                )
+            self._failAll(others, error)
         self._becameIdle()
 
     # -- Closing ---------------------------------------------------------------
