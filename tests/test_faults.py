@@ -185,3 +185,68 @@ class SlowLorisTests(TestCase):
         await port.stopListening()
         await sleep(0.1)
         self.assertEqual(openFileDescriptors(), fds)
+
+
+class KeepAliveTests(TestCase):
+    timeout = 30
+
+    async def test_keepAliveOptions(self) -> None:
+        """keepAlive turns on TCP keepalive probes with the given idle time; the default leaves them off."""
+        import socket
+
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(SockShareServerFactory(bytes))
+        self.addCleanup(port.stopListening)
+        endpoint = f"tcp:127.0.0.1:{port.getHost().port}"
+        for keepAlive, expected in [(None, 0), (30.0, 1)]:
+            client = SockShareClientFactory(endpoint, reactor, keepAlive=keepAlive, idleTimeout=None)
+            await client.request(b"x")
+            handle = client._state.protocol.transport.getHandle()  # type: ignore[union-attr]
+            self.assertEqual(bool(handle.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)), bool(expected))
+            if keepAlive is not None and hasattr(socket, "TCP_KEEPIDLE"):
+                self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), 30)
+                self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL), 10)
+                self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT), 3)
+            await client.close()
+        self.assertRaises(ValueError, SockShareClientFactory, endpoint, reactor, keepAlive=0.5)
+
+
+class HostileClientTests(TestCase):
+    timeout = 60
+
+    async def test_hugeFrameAnnounced(self) -> None:
+        """A client announcing a 4 GiB frame is dropped at once; the server allocates nothing for it."""
+        import struct
+
+        factory = SockShareServerFactory(bytes.upper)
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        self.addCleanup(port.stopListening)
+        lost: Deferred[None] = Deferred()
+
+        class Liar(Protocol):
+            def connectionLost(self, reason: Failure) -> None:
+                lost.callback(None)
+
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        liar = await connectProtocol(endpoint, Liar())
+        liar.transport.write(struct.pack(">IIB", 0xFFFFFFFF, 1, REQUEST) + b"x" * 1000)  # type: ignore[union-attr]
+        await lost.addTimeout(5, reactor)
+        self.assertEqual(factory.stats()["violations"], 1)
+
+    async def test_manyConnections(self) -> None:
+        """2,000 connections at once to one server are all served, and all closed afterwards."""
+        fds = openFileDescriptors()
+        factory = SockShareServerFactory(bytes.upper)
+        port = await TCP4ServerEndpoint(reactor, 0, backlog=2048, interface="127.0.0.1").listen(factory)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        clients = [SockShareClientFactory(endpoint, reactor, idleTimeout=None) for _ in range(2000)]
+        replies = await gatherResults([client.request(b"c%d" % i) for i, client in enumerate(clients)])
+        self.assertEqual(replies, [b"C%d" % i for i in range(2000)])
+        self.assertEqual(factory.stats()["connections"], 2000)
+        await gatherResults([client.close() for client in clients])
+        await port.stopListening()
+        for _ in range(50):
+            if factory.stats()["connections"] == 0:
+                break
+            await sleep(0.1)
+        self.assertEqual(factory.stats()["connections"], 0)
+        self.assertEqual(openFileDescriptors(), fds)

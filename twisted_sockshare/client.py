@@ -24,6 +24,7 @@ C{close()} can wait for the socket to be gone.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
@@ -110,6 +111,8 @@ class SockShareClientProtocol(Protocol):
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             setNoDelay(True)
+        if self._factory.keepAlive is not None:
+            _enableKeepAlive(self.transport, self._factory.keepAlive)
 
     def sendRequest(self, request: _Request, payload: bytes) -> None:
         """
@@ -221,6 +224,29 @@ class _Connected:
 _IDLE = _Idle()
 
 
+def _enableKeepAlive(transport: object, idle: float) -> None:
+    """
+    Turn on TCP keepalive probes after C{idle} seconds of silence, every
+    C{idle / 3} seconds, 3 of them: a peer that vanished without a FIN is
+    found in about C{2 * idle} seconds.  Transports that are not TCP are left
+    alone.
+    """
+    setKeepAlive = getattr(transport, "setTcpKeepAlive", None)
+    if setKeepAlive is None:
+        return
+    setKeepAlive(True)
+    handle = getattr(transport, "getHandle", lambda: None)()
+    setsockopt = getattr(handle, "setsockopt", None)
+    if setsockopt is None:
+        return
+    for option, value in [("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", idle / 3), ("TCP_KEEPCNT", 3)]:
+        if hasattr(socket, option):
+            try:
+                setsockopt(socket.IPPROTO_TCP, getattr(socket, option), max(1, int(value)))
+            except OSError:
+                _log.debug("Could not set {option}", option=option)
+
+
 def _isTLSError(reason: Failure) -> bool:
     """
     Whether C{reason} is an error of the TLS layer (pyOpenSSL's).
@@ -294,6 +320,7 @@ class SockShareClientFactory(Factory):
         maxPayload: int = 1_048_576,
         resetOnTimeout: bool = True,
         closeTimeout: float = 10.0,
+        keepAlive: float | None = None,
     ) -> None:
         """
         @param endpoint: where the backend is: any C{IStreamClientEndpoint}
@@ -321,6 +348,11 @@ class SockShareClientFactory(Factory):
         @param closeTimeout: seconds a connection's graceful close may take
             (the peer reading what is left and acknowledging it) before the
             connection is aborted, so L{close} always finishes.
+        @param keepAlive: if not L{None}, TCP keepalive probes start after
+            this many seconds of silence on the connection, so a backend
+            that vanished without closing (a half-open connection) is found
+            in about twice that long and its requests fail with
+            L{ConnectionDropped}, even with no C{requestTimeout}.
         @raise ValueError: if an option is out of range.
         """
         if reactor is None:
@@ -336,6 +368,8 @@ class SockShareClientFactory(Factory):
             raise ValueError(f"requestTimeout must be > 0 or None, not {requestTimeout!r}")
         if closeTimeout <= 0:
             raise ValueError(f"closeTimeout must be > 0, not {closeTimeout!r}")
+        if keepAlive is not None and keepAlive < 1:
+            raise ValueError(f"keepAlive must be >= 1 second or None, not {keepAlive!r}")
         if maxPending < 1:
             raise ValueError(f"maxPending must be >= 1, not {maxPending!r}")
         if not 0 <= maxPayload <= _MAX_PAYLOAD:
@@ -356,6 +390,7 @@ class SockShareClientFactory(Factory):
         self.maxPayload = maxPayload
         self.resetOnTimeout = resetOnTimeout
         self.closeTimeout = closeTimeout
+        self.keepAlive = keepAlive
 
         self._state: _Idle | _Connecting | _Connected = _IDLE
         # Pending requests in submission order, which is also deadline order.

@@ -281,9 +281,11 @@ class GatewayRequest(Request):
         super().requestReceived(command, path, version)
 
 
-def makeSite(resource: GatewayResource, maxPayload: int) -> Site:
+def makeSite(resource: GatewayResource, maxPayload: int, idleTimeout: float = 60.0) -> Site:
     """
-    A C{Site} serving C{resource}, refusing bodies above C{maxPayload}.
+    A C{Site} serving C{resource}, refusing bodies above C{maxPayload}, and
+    closing HTTP connections idle (or stalled mid-request) for C{idleTimeout}
+    seconds.
     """
 
     class _Request(GatewayRequest):
@@ -293,6 +295,7 @@ def makeSite(resource: GatewayResource, maxPayload: int) -> Site:
     site = Site(resource)
     site.requestFactory = _Request
     site.displayTracebacks = False
+    site.timeOut = idleTimeout
     return site
 
 
