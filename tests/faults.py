@@ -5,7 +5,6 @@ a load runs, and the process's open file descriptors, to check for leaks.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
@@ -13,6 +12,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from twisted_sockshare.bench.load import openSockets
 from twisted_sockshare.wire import ERROR, RESPONSE, SERVER_RECEIVES, FrameDecoder, encodeFrame
 
 #: What a L{FaultyBackend} does with each request, by mode.
@@ -27,19 +27,10 @@ MODES = (
 )
 
 
-def openFileDescriptors() -> int:
-    """
-    How many sockets this process has open (the file descriptors a client or
-    server can leak; other kinds, such as Twisted opening C{/dev/null} once,
-    are not counted).
-    """
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        except OSError:
-            pass  # the directory's own descriptor, closed already
-    return count
+#: How many sockets this process has open: the file descriptors a client or
+#: server can leak (other kinds, such as Twisted opening C{/dev/null} once,
+#: are not counted).
+openFileDescriptors = openSockets
 
 
 class _FaultyProtocol(Protocol):

@@ -121,3 +121,32 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("Sharing one connection (shared) served", result.stdout)
         self.assertIn("c=100: shared does", result.stdout)
+
+
+class SoakTests(SynchronousTestCase):
+    def test_shortSoak(self) -> None:
+        """
+        Five seconds of load while the backend process is killed and
+        restarted every second: only connection errors, most requests
+        served, no socket left open, memory steady.
+        """
+        path = os.path.abspath(self.mktemp())
+        result = sockshare(
+            "bench", "-s", "shared", "-c", "20", "--duration", "5", "--restart-every", "1", "--json", path
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(path) as f:
+            data = json.load(f)
+        (row,) = data["rows"]
+        self.assertLessEqual(set(row["errorKinds"]), {"ConnectFailed", "ConnectionDropped"})
+        self.assertGreater(row["requests"] - row["errors"], 1000)
+        process = data["process"]
+        self.assertGreaterEqual(process["restarts"], 3)
+        self.assertEqual(process["socketsEnd"], process["socketsStart"])
+        self.assertLess(process["rssEnd"] - process["rssStart"], 64 * 2**20)
+        self.assertIn("backend restarted", result.stdout)
+
+    def test_restartNeedsProcess(self) -> None:
+        result = sockshare("bench", "--restart-every", "1", "--in-process")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("--restart-every needs the backend in its own process", result.stderr)

@@ -62,6 +62,13 @@ class BenchOptions(usage.Options):
         ["plot", None, None, "Draw requests/s and p99 against concurrency to this .png or .svg (needs matplotlib)."],
         ["seed", None, 1, "Seed of the order the strategies run in.", _number(int, "seed", 0)],
         [
+            "restart-every",
+            None,
+            None,
+            "Kill and restart the backend process every this many seconds during each measurement (a soak).",
+            _number(float, "restart-every", 0, False),
+        ],
+        [
             "repeat",
             "r",
             1,
@@ -112,6 +119,10 @@ class BenchOptions(usage.Options):
             raise usage.UsageError("give --requests or --duration, not both")
         if self["server-process"] and self["in-process"]:
             raise usage.UsageError("give --server-process or --in-process, not both")
+        if self["restart-every"] is not None and (self["in-process"] or self["backend"] is not None):
+            raise usage.UsageError(
+                "--restart-every needs the backend in its own process (not --in-process or --backend)"
+            )
         if self["backend"] is not None:
             from twisted.internet import reactor
 
@@ -152,6 +163,7 @@ class BenchOptions(usage.Options):
             memory=self["memory"],
             seed=self["seed"],
             repeat=self["repeat"],
+            restartEvery=self["restart-every"],
         )
 
 

@@ -8,8 +8,8 @@ every contender is measured against the same work.
     - Twisted AMP, one C{Echo} command;
     - HTTP/1.1 (twisted.web), C{POST /} echoes its body.
 
-Run as C{python -m twisted_sockshare.bench.backend [--delay S] [--cpu N]}:
-it listens on ephemeral loopback ports, prints them as one JSON line on
+Run as C{python -m twisted_sockshare.bench.backend [--delay S] [--cpu N] [--ports JSON]}:
+it listens on loopback ports (ephemeral unless --ports gives them), prints them as one JSON line on
 standard output, and runs until it is sent SIGTERM or its standard input
 closes (so it never outlives the load generator).
 """
@@ -101,17 +101,21 @@ def factories(reactor: IReactorTime, delay: float) -> dict[str, Any]:
     }
 
 
-async def listen(reactor: IReactorTCP, delay: float, interface: str = "127.0.0.1") -> dict[str, Any]:
+async def listen(
+    reactor: IReactorTCP, delay: float, interface: str = "127.0.0.1", ports: dict[str, int] | None = None
+) -> dict[str, Any]:
     """
-    Listen on an ephemeral port for each service.
+    Listen on a port for each service: the one C{ports} gives for it, or an
+    ephemeral one.
 
     @return: C{{name: port}} of the listening ports (C{IListeningPort}).
     """
-    ports = {}
+    listening = {}
     for name, factory in factories(reactor, delay).items():  # type: ignore[arg-type]
         factory.noisy = False
-        ports[name] = await TCP4ServerEndpoint(reactor, 0, backlog=1024, interface=interface).listen(factory)
-    return ports
+        number = (ports or {}).get(name, 0)
+        listening[name] = await TCP4ServerEndpoint(reactor, number, backlog=1024, interface=interface).listen(factory)
+    return listening
 
 
 class _StopOnEOF(Protocol):
@@ -125,13 +129,13 @@ class _StopOnEOF(Protocol):
 
 async def main(reactor: Any, *argv: str) -> None:
     """
-    C{python -m twisted_sockshare.bench.backend [--delay S] [--cpu N]}.
+    C{python -m twisted_sockshare.bench.backend [--delay S] [--cpu N] [--ports JSON]}.
     """
     options = dict(zip(argv[::2], argv[1::2], strict=False))
     delay = float(options.get("--delay", "0"))
     if "--cpu" in options and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(options["--cpu"])})
-    ports = await listen(reactor, delay)
+    ports = await listen(reactor, delay, ports=json.loads(options.get("--ports", "{}")))
     print(json.dumps({name: port.getHost().port for name, port in ports.items()}), flush=True)
     done: Deferred[None] = Deferred()
     stdio.StandardIO(_StopOnEOF(done), reactor=reactor)

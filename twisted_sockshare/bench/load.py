@@ -8,6 +8,7 @@ and the memory taken by requests left outstanding.
 from __future__ import annotations
 
 import gc
+import os
 import resource
 import time
 import tracemalloc
@@ -230,6 +231,23 @@ def residentBytes() -> int:
         return 0
 
 
+def openSockets() -> int:
+    """
+    How many sockets this process has open (-1 where unknown).
+    """
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return -1
+    count = 0
+    for name in names:
+        try:
+            count += os.readlink(f"/proc/self/fd/{name}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
 def peakResidentBytes() -> int:
     """
     This process's peak resident memory so far, in bytes.
@@ -301,4 +319,4 @@ async def outstandingMemory(
     return Memory(outstanding, len(payload), traced, grown, peakResidentBytes(), dict(tally.errors))
 
 
-__all__ = ["Tally", "ClosedLoop", "bursts", "payloads", "outstandingMemory", "Memory"]
+__all__ = ["Tally", "ClosedLoop", "bursts", "payloads", "outstandingMemory", "Memory", "openSockets", "residentBytes"]

@@ -193,6 +193,15 @@ def render(results: Results) -> str:
         ]
     if results.memory:
         parts += ["", "Memory held by outstanding requests:", memoryTable(results.memory)]
+    process = results.process
+    if "rssEnd" in process:
+        restarts = f", backend restarted {process['restarts']} times" if process["restarts"] else ""
+        parts += [
+            "",
+            f"Load generator process: RSS {process['rssStart'] / 2**20:.1f} MiB at the start, "
+            f"{process['rssEnd'] / 2**20:.1f} MiB at the end (peak {process['peakRss'] / 2**20:.1f}); "
+            f"open sockets {process['socketsStart']} at the start, {process['socketsEnd']} at the end{restarts}",
+        ]
     for skipped in results.skipped:
         parts.append(f"skipped {skipped}")
     return "\n".join(parts)

@@ -30,7 +30,7 @@ import twisted
 from .. import __version__
 from . import backend as _backend
 from .contenders import KINDS, Contender, CountingEndpoint, Kind, Settings
-from .load import ClosedLoop, Tally, bursts, outstandingMemory, payloads
+from .load import ClosedLoop, Tally, bursts, openSockets, outstandingMemory, payloads, peakResidentBytes, residentBytes
 
 
 @dataclass
@@ -57,6 +57,7 @@ class Plan:
     seed: int = 1
     repeat: int = 1
     stallTimeout: float = 10.0
+    restartEvery: float | None = None
 
 
 @dataclass
@@ -110,6 +111,7 @@ class Results:
     bursty: list[dict[str, Any]] = field(default_factory=list)
     memory: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    process: dict[str, int] = field(default_factory=dict)
 
     def toJSON(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,6 +155,10 @@ class Backend:
         self._ports: dict[str, int] = {}
         self._listening: list[Any] = []
         self._process: _BackendProcess | None = None
+        self._backendCpu: int | None = None
+        self.restarts = 0
+        #: Fires once a restart under way is complete.
+        self.restarting: Deferred[None] | None = None
 
     @property
     def services(self) -> set[str]:
@@ -175,9 +181,14 @@ class Backend:
             self._listening = list(ports.values())
             self._ports = {name: port.getHost().port for name, port in ports.items()}
             return
-        argv = [sys.executable, "-m", "twisted_sockshare.bench.backend", "--delay", repr(plan.delay)]
-        if backendCpu is not None:
-            argv += ["--cpu", str(backendCpu)]
+        self._backendCpu = backendCpu
+        await self._spawn()
+
+    async def _spawn(self) -> None:
+        argv = [sys.executable, "-m", "twisted_sockshare.bench.backend", "--delay", repr(self._plan.delay)]
+        argv += ["--ports", json.dumps(self._ports)]
+        if self._backendCpu is not None:
+            argv += ["--cpu", str(self._backendCpu)]
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -185,6 +196,23 @@ class Backend:
         assert IReactorProcess.providedBy(self._reactor)
         self._reactor.spawnProcess(self._process, sys.executable, argv, env=env)
         self._ports = await self._process.ready
+
+    async def restart(self) -> None:
+        """
+        Kill the backend's process (SIGKILL: a crash, as its clients see
+        it) and start it again on the same ports.
+        """
+        assert self._process is not None and self._process.transport is not None
+        self._process.transport.signalProcess("KILL")
+        self.restarting = Deferred.fromCoroutine(self._respawn())
+        await self.restarting
+        self.restarting = None
+
+    async def _respawn(self) -> None:
+        assert self._process is not None
+        await self._process.ended
+        self.restarts += 1
+        await self._spawn()
 
     async def stop(self) -> None:
         for port in self._listening:
@@ -241,6 +269,7 @@ async def run(reactor: Any, plan: Plan, progress: Progress | None = None) -> Res
         os.sched_setaffinity(0, {clientCpu})
     try:
         results = Results(machine(clientCpu, backendCpu), asdict(plan))
+        results.process = {"rssStart": residentBytes(), "socketsStart": openSockets()}
         kinds = [KINDS[name] for name in plan.strategies]
         for kind in kinds:
             if kind.service not in backend.services:
@@ -264,6 +293,9 @@ async def run(reactor: Any, plan: Plan, progress: Progress | None = None) -> Res
             for kind in kinds:
                 if kind.name in ("shared", "raw"):
                     results.memory.append(await _memory(reactor, backend, kind, plan))
+        results.process.update(
+            rssEnd=residentBytes(), peakRss=peakResidentBytes(), socketsEnd=openSockets(), restarts=backend.restarts
+        )
         return results
     finally:
         if before is not None:
@@ -338,9 +370,18 @@ async def _measure(
     load = ClosedLoop(contender.request, sent, total=plan.requests, duration=plan.duration)
     if progress is not None:
         progress(f"{kind.name} c={settings.concurrency}", load)
+    restarts = None
+    if plan.restartEvery is not None:
+        restarts = LoopingCall(lambda: Deferred.fromCoroutine(backend.restart()))
+        restarts.clock = reactor
+        restarts.start(plan.restartEvery, now=False)
     try:
         tally = await _drive(reactor, load, plan.stallTimeout)
     finally:
+        if restarts is not None:
+            restarts.stop()
+            if backend.restarting is not None:
+                await backend.restarting
         if progress is not None:
             progress("", None)
     opened = endpoint.connections
