@@ -40,14 +40,26 @@ class Ticker:
 
 class TallyTests(SynchronousTestCase):
     def test_percentiles(self) -> None:
-        """Percentiles come from the sorted latencies."""
-        tally = Tally(latencies=[float(x) for x in range(100, 0, -1)], seconds=2.0)
-        self.assertEqual(tally.percentile(0.5), 51.0)
-        self.assertEqual(tally.percentile(0.99), 100.0)
-        self.assertEqual(tally.percentile(0.0), 1.0)
+        """Percentiles come from the histogram, within its 1% resolution."""
+        tally = Tally(seconds=2.0)
+        for x in range(100, 0, -1):
+            tally.addLatency(x / 1000)
+        for fraction, expected in [(0.5, 0.051), (0.99, 0.100), (0.0, 0.001)]:
+            found = tally.percentile(fraction)
+            self.assertTrue(expected <= found <= expected * 1.011, (fraction, found))
+        self.assertGreaterEqual(tally.percentile(0.99), 0.100)
         self.assertEqual(tally.requestsPerSecond, 50.0)
         self.assertEqual(Tally().percentile(0.99), 0.0)
         self.assertEqual(Tally().requestsPerSecond, 0.0)
+
+    def test_memoryDoesNotGrow(self) -> None:
+        """A million latencies take a few hundred buckets, and tiny ones are counted too."""
+        tally = Tally()
+        for i in range(1_000_000):
+            tally.addLatency(0.0005 + (i % 1000) / 1e6)
+        tally.addLatency(0.0)
+        self.assertEqual(tally.completed, 1_000_001)
+        self.assertLess(len(tally.latencies), 200)
 
     def test_recordErrors(self) -> None:
         """Failures are counted by class; a wrong reply is an error too."""
@@ -351,7 +363,7 @@ class ReportTests(SynchronousTestCase):
         with open(path) as f:
             data = json.load(f)
         self.assertEqual(data["rows"][0]["strategy"], "shared")
-        self.assertEqual(set(data), {"machine", "plan", "rows", "bursty", "memory", "skipped"})
+        self.assertEqual(set(data), {"machine", "plan", "rows", "bursty", "memory", "skipped", "process"})
 
     def test_plot(self) -> None:
         """The plot is written where asked (matplotlib is the plot extra)."""
@@ -380,7 +392,8 @@ class ProgressTests(SynchronousTestCase):
     def progress(self, tty: bool) -> tuple[FakeTerminal, Clock, Callable[..., None], ClosedLoop]:
         stream, clock = FakeTerminal(tty), Clock()
         loop = ClosedLoop(succeed, [b"x"], total=1)
-        loop.tally.latencies.extend([0.001] * 42)
+        for _ in range(42):
+            loop.tally.addLatency(0.001)
         return stream, clock, ProgressLine(stream, clock, after=2.0, every=0.5), loop
 
     def test_shownAfterAWhile(self) -> None:
