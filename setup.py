@@ -32,6 +32,7 @@ setup(
     install_requires=["Twisted>=23.10"],
     extras_require={
         "plot": plotRequires,
+        "fuzz": ["atheris"],
         "test": testRequires,
         "dev": devRequires,
     },

@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_sockshare import ProtocolViolation, SockShareClientFactory, SockShareServerFactory
-from twisted_sockshare.wire import CLIENT_RECEIVES, ERROR, REQUEST, RESPONSE, FrameDecoder, encodeFrame
+from twisted_sockshare.wire import CLIENT_RECEIVES, ERROR, HEADER_SIZE, REQUEST, RESPONSE, FrameDecoder, encodeFrame
 
 from .helpers import FakeEndpoint, StrictTransport
 
@@ -22,11 +22,16 @@ mutatedStreams = st.lists(st.one_of(anyFrame, st.binary(max_size=12)), max_size=
 chunks = st.lists(st.integers(1, 30), min_size=1, max_size=5)
 
 
-def feed(protocol: object, data: bytes, sizes: list[int]) -> None:
+def feed(protocol: object, data: bytes, sizes: list[int], maxPayload: int = 32) -> None:
+    """
+    Feed C{data} in chunks of C{sizes}; after each, the bytes the protocol
+    buffers stay within one frame of C{maxPayload}.
+    """
     i = n = 0
     while i < len(data):
         size = sizes[n % len(sizes)]
         protocol.dataReceived(data[i : i + size])  # type: ignore[attr-defined]
+        assert protocol._decoder.buffered < HEADER_SIZE + maxPayload, protocol._decoder.buffered  # type: ignore[attr-defined]
         i += size
         n += 1
 
