@@ -13,6 +13,7 @@ from .errors import (
     ClientClosed,
     ConnectFailed,
     ConnectionDropped,
+    InvalidRequest,
     PayloadTooLarge,
     ProtocolViolation,
     RemoteError,
@@ -37,4 +38,5 @@ __all__ = [
     "PayloadTooLarge",
     "ProtocolViolation",
     "ClientClosed",
+    "InvalidRequest",
 ]

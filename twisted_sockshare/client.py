@@ -25,6 +25,7 @@ C{close()} can wait for the socket to be gone.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
@@ -34,17 +35,19 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .codecs import NEXT, Codec, Multiplexed
 from .errors import (
     ClientClosed,
     ConnectFailed,
     ConnectionDropped,
+    InvalidRequest,
     PayloadTooLarge,
     ProtocolViolation,
     RemoteError,
     RequestTimeout,
     TooManyPending,
 )
-from .wire import CLIENT_RECEIVES, MAX_REQUEST_ID, MIN_LENGTH, REQUEST, RESPONSE, FrameDecoder, packHeader
+from .wire import MAX_REQUEST_ID, MIN_LENGTH, REQUEST, RESPONSE, packHeader
 
 _MAX_PAYLOAD = MAX_REQUEST_ID - MIN_LENGTH
 
@@ -100,8 +103,12 @@ class SockShareClientProtocol(Protocol):
 
     def __init__(self, factory: SockShareClientFactory) -> None:
         self._factory = factory
-        self._decoder = FrameDecoder(factory.maxPayload, CLIENT_RECEIVES)
-        self._outstanding: dict[int, _Request] = {}
+        self._decoder = factory.codec.decoder(factory.maxPayload)
+        self._encode = factory._encodeAtSend
+        self._ordered = factory.codec.ordered
+        # Requests by id, in the order written.  With an ordered codec a
+        # forgotten request keeps its slot (None) until its reply comes.
+        self._outstanding: dict[int, _Request | None] = {}
         self._nextId = 0
         # While responses are being delivered, the requests their callbacks
         # send are collected here and written with one writeSequence.
@@ -126,7 +133,11 @@ class SockShareClientProtocol(Protocol):
         request.requestId = requestId
         request.connection = self
         outstanding[requestId] = request
-        frame = packHeader(MIN_LENGTH + len(payload), requestId, REQUEST) + payload
+        encode = self._encode
+        if encode is None:
+            frame = packHeader(MIN_LENGTH + len(payload), requestId, REQUEST) + payload
+        else:
+            frame = encode(requestId, payload)
         if self._batch is not None:
             self._batch.append(frame)
         else:
@@ -135,15 +146,20 @@ class SockShareClientProtocol(Protocol):
     def forget(self, request: _Request) -> None:
         """
         Stop waiting for C{request}'s response (it timed out or was
-        cancelled); if the response comes, it is discarded as late.
+        cancelled); if the response comes, it is discarded as late.  With
+        an ordered codec the request keeps its place in line, so its reply
+        is not taken for the next request's.
         """
-        self._outstanding.pop(request.requestId, None)
+        if self._ordered and request.requestId in self._outstanding:
+            self._outstanding[request.requestId] = None
+        else:
+            self._outstanding.pop(request.requestId, None)
 
     def takeOutstanding(self) -> list[_Request]:
         """
         Remove and return every request outstanding on this connection.
         """
-        requests = list(self._outstanding.values())
+        requests = [request for request in self._outstanding.values() if request is not None]
         # Cleared in place: responses still being delivered from the same
         # chunk then find nothing, and count as late.
         self._outstanding.clear()
@@ -163,7 +179,7 @@ class SockShareClientProtocol(Protocol):
             batch: list[bytes] = []
             self._batch = batch
             try:
-                self._factory._answered(self._outstanding, frames)
+                self._factory._answered(self, frames)
             finally:
                 self._batch = None
                 # If the connection was detached meanwhile, the requests in
@@ -247,6 +263,16 @@ def _enableKeepAlive(transport: object, idle: float) -> None:
                 _log.debug("Could not set {option}", option=option)
 
 
+def _asEncoded(requestId: int, frame: bytes) -> bytes:
+    """
+    The send-time encoder of ordered codecs: the request was encoded already.
+    """
+    return frame
+
+
+_MULTIPLEXED = Multiplexed()
+
+
 def _isTLSError(reason: Failure) -> bool:
     """
     Whether C{reason} is an error of the TLS layer (pyOpenSSL's).
@@ -321,6 +347,7 @@ class SockShareClientFactory(Factory):
         resetOnTimeout: bool = True,
         closeTimeout: float = 10.0,
         keepAlive: float | None = None,
+        codec: Codec | None = None,
     ) -> None:
         """
         @param endpoint: where the backend is: any C{IStreamClientEndpoint}
@@ -353,6 +380,12 @@ class SockShareClientFactory(Factory):
             that vanished without closing (a half-open connection) is found
             in about twice that long and its requests fail with
             L{ConnectionDropped}, even with no C{requestTimeout}.
+        @param codec: how requests and replies are written and matched
+            (L{twisted_sockshare.codecs}); this project's multiplexed frames
+            if L{None}.  With an ordered (FIFO) codec a request that timed
+            out or was cancelled keeps its place in line, and
+            C{resetOnTimeout} must stay true: a reply that never comes would
+            shift every later reply onto the wrong request.
         @raise ValueError: if an option is out of range.
         """
         if reactor is None:
@@ -370,6 +403,13 @@ class SockShareClientFactory(Factory):
             raise ValueError(f"closeTimeout must be > 0, not {closeTimeout!r}")
         if keepAlive is not None and keepAlive < 1:
             raise ValueError(f"keepAlive must be >= 1 second or None, not {keepAlive!r}")
+        if codec is None:
+            codec = _MULTIPLEXED
+        if codec.ordered and not resetOnTimeout:
+            raise ValueError(
+                "resetOnTimeout=False needs a codec with request ids: with an ordered codec a reply that "
+                "never comes would shift the later replies onto the wrong requests"
+            )
         if maxPending < 1:
             raise ValueError(f"maxPending must be >= 1, not {maxPending!r}")
         if not 0 <= maxPayload <= _MAX_PAYLOAD:
@@ -391,6 +431,16 @@ class SockShareClientFactory(Factory):
         self.resetOnTimeout = resetOnTimeout
         self.closeTimeout = closeTimeout
         self.keepAlive = keepAlive
+        self.codec = codec
+        # None: the default frames, encoded inline on the hot path; an
+        # ordered codec's requests are encoded by request(), in advance.
+        self._encodeAtSend: Callable[[int, bytes], bytes] | None
+        if type(codec) is Multiplexed:
+            self._encodeAtSend = None
+        elif codec.ordered:
+            self._encodeAtSend = _asEncoded
+        else:
+            self._encodeAtSend = codec.encodeRequest
 
         self._state: _Idle | _Connecting | _Connected = _IDLE
         # Pending requests in submission order, which is also deadline order.
@@ -492,6 +542,12 @@ class SockShareClientFactory(Factory):
         count = len(pending)
         if count >= self.maxPending or len(payload) > self.maxPayload or self._closeWaiters is not None:
             return self._reject(payload)
+        if self._encodeAtSend is _asEncoded:
+            try:
+                payload = self.codec.encodeRequest(NEXT, payload)
+            except InvalidRequest as error:
+                self._rejected += 1
+                return fail(error)
         request = _Request(_cancelRequest)
         request.factory = self
         timeout = self.requestTimeout
@@ -553,18 +609,26 @@ class SockShareClientFactory(Factory):
             if not request.called:
                 self._fail(request, error)
 
-    def _answered(self, outstanding: dict[int, _Request], frames: list[tuple[int, int, bytes]]) -> None:
+    def _answered(self, connection: SockShareClientProtocol, frames: list[tuple[int, int, bytes]]) -> None:
         """
         Responses arrived on a connection: fire their requests' Deferreds,
         in order, checking after each whether none is left pending.
 
-        @param outstanding: the connection's requests, by id; each answered
-            one is removed.
-        @param frames: the RESPONSE and ERROR frames received.
+        @param connection: where they came from; each answered request is
+            removed from its outstanding requests.
+        @param frames: the RESPONSE and ERROR replies received, with their
+            request ids (L{codecs.NEXT}: the oldest outstanding request's).
         """
         pending = self._pending
+        outstanding = connection._outstanding
         pop = outstanding.pop
         for requestId, kind, payload in frames:
+            if requestId == NEXT:
+                if not outstanding:
+                    if not connection.closing:
+                        self._protocolViolation(connection, "a reply came with no request outstanding")
+                    return
+                requestId = next(iter(outstanding))
             request = pop(requestId, None)
             if request is None:
                 self._lateResponses += 1

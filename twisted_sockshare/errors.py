@@ -67,6 +67,13 @@ class ProtocolViolation(SockShareError):
     """
 
 
+class InvalidRequest(SockShareError, ValueError):
+    """
+    The client's codec cannot encode this payload (for example, it contains
+    the delimiter of a line-based protocol); it was not sent.
+    """
+
+
 class ClientClosed(SockShareError):
     """
     The client was closed with C{close()}; it takes no new requests.
@@ -83,4 +90,5 @@ __all__ = [
     "PayloadTooLarge",
     "ProtocolViolation",
     "ClientClosed",
+    "InvalidRequest",
 ]
