@@ -35,6 +35,13 @@ class ExampleTests(SynchronousTestCase):
             "[b'HELLO 0', b'HELLO 1', b'HELLO 2'] ... 100 replies over 1 connection\n",
         )
 
+    def test_netstringCodec(self) -> None:
+        """The user-written codec of docs/codecs.rst pipelines 100 requests over one connection."""
+        self.assertEqual(
+            self.runExample("netstring_codec.py"),
+            "[b'HELLO 0', b'HELLO 1'] ... 100 replies over 1 connection\n",
+        )
+
     def test_readmeUsage(self) -> None:
         """The README's usage example runs as written and prints what the README says."""
         with open(os.path.join(os.path.dirname(EXAMPLES), "..", "README.md"), encoding="utf-8") as readme:
