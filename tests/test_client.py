@@ -811,3 +811,76 @@ class CancelTests(ClientTestCase):
         d.cancel()
         self.assertEqual(self.successResultOf(d), b"x")
         self.assertEqual(client.stats()["cancelled"], 0)
+
+
+class LifetimeTests(ClientTestCase):
+    """
+    Long-lived connections are renewed: too old, or too many orphans, and a
+    connection takes no new requests, finishes its own and closes.
+    """
+
+    def test_maxLifetimeHandover(self) -> None:
+        """A request after maxLifetime goes to a fresh connection; the old one finishes its requests first."""
+        client = self.makeClient(maxLifetime=10, idleTimeout=None, requestTimeout=None)
+        client.request(b"1")
+        old = self.endpoint.last
+        old.succeed()
+        old.respond(0, b"one")
+        self.clock.advance(5)
+        inFlight = client.request(b"2")
+        self.clock.advance(6)
+        fresh = client.request(b"3")
+        self.assertEqual(len(self.endpoint.attempts), 2)
+        self.assertFalse(old.transport.disconnecting)
+        new = self.endpoint.last
+        new.succeed()
+        self.assertEqual([p for _, p in new.sentRequests()], [b"3"])
+        old.respond(old.sentRequests()[1][0], b"two")
+        self.assertEqual(self.successResultOf(inFlight), b"two")
+        self.assertTrue(old.transport.disconnecting)
+        old.lose()
+        new.respond(new.sentRequests()[0][0], b"three")
+        self.assertEqual(self.successResultOf(fresh), b"three")
+        s = client.stats()
+        self.assertEqual((s["connectionsRetired"], s["failures"], s["connected"]), (1, 0, 1))
+        self.assertInvariant()
+
+    def test_retiredConnectionLost(self) -> None:
+        """Requests still on a retired connection fail with ConnectionDropped if it is lost."""
+        client = self.makeClient(maxLifetime=1, idleTimeout=None, requestTimeout=None)
+        stuck = client.request(b"1")
+        old = self.endpoint.last
+        old.succeed()
+        self.clock.advance(2)
+        client.request(b"2")
+        old.drop()
+        self.assertIn("retired", str(self.failureResultOf(stuck, ConnectionDropped).value))
+        self.assertEqual(client.pending, 1)
+        closed = client.close()
+        self.endpoint.last.succeed()
+        self.endpoint.last.respond(0, b"")
+        self.endpoint.last.lose()
+        self.successResultOf(closed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_maxOrphans(self) -> None:
+        """With resetOnTimeout=False, too many orphaned requests retire the connection; late replies are forgiven."""
+        client = self.makeClient(resetOnTimeout=False, requestTimeout=1, maxOrphans=1, idleTimeout=None)
+        timedOut = [client.request(b"1")]
+        first = self.endpoint.last
+        first.succeed()
+        self.clock.advance(1)
+        first.respond(0, b"late")  # the orphan's reply: back to 0 orphans
+        timedOut.append(client.request(b"2"))
+        self.clock.advance(1)
+        self.assertFalse(first.transport.disconnecting)  # 1 orphan: not more than maxOrphans
+        timedOut.append(client.request(b"3"))
+        self.clock.advance(1)
+        for d in timedOut:
+            self.failureResultOf(d, RequestTimeout)
+        self.assertTrue(first.transport.disconnecting)
+        self.assertEqual(client.stats()["connectionsRetired"], 1)
+        client.request(b"4")
+        self.assertEqual(len(self.endpoint.attempts), 2)
+        self.assertRaises(ValueError, SockShareClientFactory, FakeEndpoint(), Clock(), maxOrphans=-1)
+        self.assertRaises(ValueError, SockShareClientFactory, FakeEndpoint(), Clock(), maxLifetime=0)

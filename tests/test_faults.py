@@ -147,6 +147,18 @@ class FaultTests(TestCase):
         self.assertEqual(tally.errors["WrongReply"], 0)
         await self.assertHealthy(client, backend)
 
+    async def test_lifetimeHandoverLosesNothing(self) -> None:
+        """Connections renewed every 0.2 s under load: no request fails at a handover."""
+        backend = await self.setUpBackend()
+        backend.mode, backend.delay = "slow", 0.05
+        client = SockShareClientFactory(backend.endpoint(), reactor, maxLifetime=0.2, idleTimeout=None)
+        load = ClosedLoop(client.request, payloads(10, 64), duration=1.5)
+        tally = await load.run()
+        self.assertEqual((tally.completed, dict(tally.errors)), (load.sent, {}))
+        self.assertGreaterEqual(client.stats()["connectionsRetired"], 4)
+        self.assertGreaterEqual(backend.accepted, 5)
+        await self.assertHealthy(client, backend)
+
     async def test_stoppedListening(self) -> None:
         """A backend that is gone fails requests fast with ConnectFailed; it is retried when back."""
         backend = await self.setUpBackend()

@@ -100,6 +100,13 @@ class SockShareClientProtocol(Protocol):
     received = False
     #: Aborts the connection if its graceful close takes too long.
     abortCall: IDelayedCall | None = None
+    #: Retired (too old, or too many orphans): it takes no new requests, and
+    #: closes once the requests on it are answered.
+    draining = False
+    #: When the connection was made (the factory's clock).
+    openedAt = 0.0
+    #: Requests that timed out on it with their reply not yet seen.
+    orphans = 0
 
     def __init__(self, factory: SockShareClientFactory) -> None:
         self._factory = factory
@@ -332,6 +339,7 @@ class SockShareClientFactory(Factory):
         "cancelled",
         "rejected",
         "lateResponses",
+        "connectionsRetired",
     )
 
     def __init__(
@@ -348,6 +356,8 @@ class SockShareClientFactory(Factory):
         closeTimeout: float = 10.0,
         keepAlive: float | None = None,
         codec: Codec | None = None,
+        maxLifetime: float | None = None,
+        maxOrphans: int | None = None,
     ) -> None:
         """
         @param endpoint: where the backend is: any C{IStreamClientEndpoint}
@@ -386,6 +396,13 @@ class SockShareClientFactory(Factory):
             out or was cancelled keeps its place in line, and
             C{resetOnTimeout} must stay true: a reply that never comes would
             shift every later reply onto the wrong request.
+        @param maxLifetime: seconds after which a connection takes no new
+            requests: the next request opens a fresh connection while the
+            old one finishes the requests it has and closes.  L{None}: no
+            limit.
+        @param maxOrphans: with C{resetOnTimeout=False}, retire a connection
+            (as for C{maxLifetime}) once more than this many of its requests
+            timed out with no reply seen yet.  L{None}: no limit.
         @raise ValueError: if an option is out of range.
         """
         if reactor is None:
@@ -403,6 +420,10 @@ class SockShareClientFactory(Factory):
             raise ValueError(f"closeTimeout must be > 0, not {closeTimeout!r}")
         if keepAlive is not None and keepAlive < 1:
             raise ValueError(f"keepAlive must be >= 1 second or None, not {keepAlive!r}")
+        if maxLifetime is not None and maxLifetime <= 0:
+            raise ValueError(f"maxLifetime must be > 0 or None, not {maxLifetime!r}")
+        if maxOrphans is not None and maxOrphans < 0:
+            raise ValueError(f"maxOrphans must be >= 0 or None, not {maxOrphans!r}")
         if codec is None:
             codec = _MULTIPLEXED
         if codec.ordered and not resetOnTimeout:
@@ -432,6 +453,8 @@ class SockShareClientFactory(Factory):
         self.closeTimeout = closeTimeout
         self.keepAlive = keepAlive
         self.codec = codec
+        self.maxLifetime = maxLifetime
+        self.maxOrphans = maxOrphans
         # None: the default frames, encoded inline on the hot path; an
         # ordered codec's requests are encoded by request(), in advance.
         self._encodeAtSend: Callable[[int, bytes], bytes] | None
@@ -462,6 +485,7 @@ class SockShareClientFactory(Factory):
         self._cancelled = 0
         self._rejected = 0
         self._lateResponses = 0
+        self._retired = 0
 
     def __repr__(self) -> str:
         return (
@@ -519,6 +543,7 @@ class SockShareClientFactory(Factory):
             "cancelled": self._cancelled,
             "rejected": self._rejected,
             "lateResponses": self._lateResponses,
+            "connectionsRetired": self._retired,
         }
 
     # -- Requests ------------------------------------------------------------
@@ -561,6 +586,10 @@ class SockShareClientFactory(Factory):
         if count >= self._peakPending:
             self._peakPending = count + 1
         state = self._state
+        if type(state) is _Connected and self.maxLifetime is not None:
+            if self._seconds() - state.protocol.openedAt >= self.maxLifetime:
+                self._retire(state.protocol, f"older than maxLifetime={self.maxLifetime} seconds")
+                state = self._state
         if type(state) is _Connected:
             if state.idleCall is not None:
                 state.idleCall.cancel()
@@ -632,6 +661,8 @@ class SockShareClientFactory(Factory):
             request = pop(requestId, None)
             if request is None:
                 self._lateResponses += 1
+                if connection.orphans:
+                    connection.orphans -= 1
                 continue
             if kind == RESPONSE:
                 del pending[request]
@@ -641,6 +672,8 @@ class SockShareClientFactory(Factory):
                 self._fail(request, RemoteError(payload.decode("utf-8", "replace")))
             if not pending:
                 self._becameIdle()
+        if connection.draining and not connection.outstanding:
+            self._closeDrained(connection)
 
     def _cancelRequest(self, request: _Request) -> None:
         if request.called:
@@ -649,6 +682,9 @@ class SockShareClientFactory(Factory):
             request.connection.forget(request)
         self._cancelled += 1
         self._fail(request, CancelledError("request cancelled by the caller"))
+        connection = request.connection
+        if connection is not None and connection.draining and not connection.outstanding:
+            self._closeDrained(connection)
         if not self._pending:
             self._becameIdle()
 
@@ -680,7 +716,7 @@ class SockShareClientFactory(Factory):
                 self._fail(request, error)
                 continue
             connection.forget(request)
-            if self.resetOnTimeout and not connection.closing:
+            if self.resetOnTimeout and (not connection.closing or connection.draining) and not connection.lost:
                 _log.warn(
                     "Request to {endpoint} timed out; resetting its connection ({others} other requests on it fail)",
                     endpoint=self.endpointDescription,
@@ -698,6 +734,10 @@ class SockShareClientFactory(Factory):
                 )
             else:
                 self._fail(request, error)
+                if not self.resetOnTimeout and not connection.closing:
+                    connection.orphans += 1
+                    if self.maxOrphans is not None and connection.orphans > self.maxOrphans:
+                        self._retire(connection, f"more than maxOrphans={self.maxOrphans} timed-out requests")
         if self._pending:
             self._scheduleDeadlines()
         else:
@@ -748,6 +788,7 @@ class SockShareClientFactory(Factory):
             self._connectFailed(Failure(ConnectionDropped("connection lost as soon as it was made")), state)
             return
         _log.debug("Connected to {endpoint}", endpoint=self.endpointDescription)
+        protocol.openedAt = self._seconds()
         connected = _Connected(protocol)
         self._state = connected
         waiting, state.waiting = state.waiting, []
@@ -826,6 +867,32 @@ class SockShareClientFactory(Factory):
         )
         connection.transport.abortConnection()  # type: ignore[union-attr]
 
+    def _retire(self, connection: SockShareClientProtocol, why: str) -> None:
+        """
+        Stop sending new requests to C{connection} (the next one connects
+        afresh); let the requests on it be answered, then close it.
+        """
+        _log.info("Retiring the connection to {endpoint}: {why}", endpoint=self.endpointDescription, why=why)
+        self._retired += 1
+        state = self._state
+        if type(state) is _Connected and state.protocol is connection:
+            if state.idleCall is not None:
+                state.idleCall.cancel()
+                state.idleCall = None
+            self._state = _IDLE
+        connection.closing = True
+        connection.draining = True
+        self._detached.add(connection)
+        if not connection.outstanding:
+            self._closeDrained(connection)
+
+    def _closeDrained(self, connection: SockShareClientProtocol) -> None:
+        connection.draining = False
+        if connection.lost:
+            return
+        connection.transport.loseConnection()  # type: ignore[union-attr]
+        connection.abortCall = self._clock.callLater(self.closeTimeout, self._abortClosing, connection)
+
     def _detach(self, connection: SockShareClientProtocol) -> list[_Request]:
         """
         Make C{connection} unusable for new requests (its close begins) and
@@ -863,7 +930,16 @@ class SockShareClientFactory(Factory):
             connection.abortCall = None
         self._detached.discard(connection)
         state = self._state
-        if connection.closing:
+        if connection.draining:
+            connection.draining = False
+            self._failAll(
+                connection.takeOutstanding(),
+                ConnectionDropped(
+                    f"connection to {self.endpointDescription} lost while the request was outstanding "
+                    f"(the connection was being retired): {reason.getErrorMessage()}"
+                ),
+            )
+        elif connection.closing:
             _log.debug("Connection to {endpoint} closed", endpoint=self.endpointDescription)
         elif type(state) is not _Connected or state.protocol is not connection:
             # Lost before the endpoint reported it: _connectSucceeded sees
