@@ -60,6 +60,31 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual((options["delay"], options["jitter"], options["max-payload"]), (0.0, 0.0, 1_048_576))
         self.assertIsNone(options["idle-timeout"])
 
+    def test_severalBackends(self) -> None:
+        """--backend given more than once balances over the endpoints; only with the shared strategy."""
+        from twisted_sockshare import SockShareBalancer
+        from twisted_sockshare.tap import makeClientService
+
+        options = ClientOptions()
+        options.parseOptions(["--listen=tcp:0", "--backend=tcp:127.0.0.1:9001", "-b", "tcp:127.0.0.1:9002"])
+        self.assertEqual(options["backends"], ["tcp:127.0.0.1:9001", "tcp:127.0.0.1:9002"])
+        self.assertEqual(options["backend"], "tcp:127.0.0.1:9001,tcp:127.0.0.1:9002")
+        service = makeClientService(options)
+        resources = [s for s in service if hasattr(s, "factory")]  # type: ignore[attr-defined]
+        backend = resources[0].factory.resource.backend
+        self.assertIsInstance(backend, SockShareBalancer)
+        self.assertEqual(len(backend.endpointStats()), 2)
+        e = self.assertRaises(
+            usage.UsageError,
+            ClientOptions().parseOptions,
+            ["--strategy=per-request", "--backend=tcp:127.0.0.1:1", "--backend=tcp:127.0.0.1:2"],
+        )
+        self.assertIn("more than once only with --strategy shared", str(e))
+        e = self.assertRaises(
+            usage.UsageError, ClientOptions().parseOptions, ["--backend=tcp:127.0.0.1:1", "-b", "bogus:x"]
+        )
+        self.assertIn("--backend 'bogus:x' is not a valid endpoint", str(e))
+
     def test_serverIdleTimeout(self) -> None:
         """--idle-timeout reaches the server factory; 0 is refused."""
         options = ServerOptions()

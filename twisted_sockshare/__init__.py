@@ -21,6 +21,7 @@ from .errors import (
     SockShareError,
     TooManyPending,
 )
+from .pool import SockShareBalancer, SockSharePool
 from .server import SockShareServerFactory, SockShareServerProtocol
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "SockShareClientProtocol",
     "SockShareServerFactory",
     "SockShareServerProtocol",
+    "SockSharePool",
+    "SockShareBalancer",
     "SockShareError",
     "ConnectFailed",
     "ConnectionDropped",

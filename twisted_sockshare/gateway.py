@@ -74,7 +74,7 @@ def _escapeLabel(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-_GAUGES = {"pending", "peakPending", "connected"}
+_GAUGES = {"pending", "peakPending", "connected", "endpointsDown"}
 
 
 def _snake(name: str) -> str:

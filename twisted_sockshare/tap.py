@@ -20,6 +20,7 @@ from twisted.python import usage
 from .client import SockShareClientFactory
 from .demo import DemoBackend
 from .gateway import GatewayResource, makeSite
+from .pool import SockShareBalancer
 from .server import SockShareServerFactory
 from .strategies import PerRequestClient
 
@@ -148,7 +149,6 @@ class ClientOptions(usage.Options):
     )
     optParameters = [
         ["listen", "l", "tcp:8080:interface=127.0.0.1", "HTTP endpoint to listen on (a server endpoint string)."],
-        ["backend", "b", "tcp:127.0.0.1:9000", "The backend (a client endpoint string)."],
         ["strategy", "s", "shared", f"How to reach the backend: {' or '.join(STRATEGIES)}."],
         ["idle-timeout", None, 0.0, "Seconds to keep an unused connection open.", _number(float, "idle-timeout", 0)],
         [
@@ -181,9 +181,28 @@ class ClientOptions(usage.Options):
         ["no-reset-on-timeout", None, "Fail only the late request; keep the connection."],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["backends"] = []
+
+    def opt_backend(self, endpoint: str) -> None:
+        """
+        The backend (a client endpoint string). Give it more than once for
+        one backend on several endpoints: each request goes to the least busy
+        one that is up. Default: tcp:127.0.0.1:9000.
+        """
+        self["backends"].append(endpoint)
+
+    opt_b = opt_backend
+
     def postOptions(self) -> None:
         from twisted.internet import reactor
 
+        if not self["backends"]:
+            self["backends"] = ["tcp:127.0.0.1:9000"]
+        self["backend"] = ",".join(self["backends"])
+        if len(self["backends"]) > 1 and self["strategy"] != "shared":
+            raise usage.UsageError("--backend may be given more than once only with --strategy shared")
         if self["strategy"] not in STRATEGIES:
             raise usage.UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {self['strategy']!r}")
         if self["reset-on-timeout"] and self["no-reset-on-timeout"]:
@@ -192,10 +211,11 @@ class ClientOptions(usage.Options):
             self["endpoint"] = serverFromString(reactor, self["listen"])
         except (ValueError, TypeError, KeyError) as e:
             raise usage.UsageError(f"--listen {self['listen']!r} is not a valid endpoint: {e}") from e
-        try:
-            clientFromString(reactor, self["backend"])
-        except (ValueError, TypeError, KeyError) as e:
-            raise usage.UsageError(f"--backend {self['backend']!r} is not a valid endpoint: {e}") from e
+        for backend in self["backends"]:
+            try:
+                clientFromString(reactor, backend)
+            except (ValueError, TypeError, KeyError) as e:
+                raise usage.UsageError(f"--backend {backend!r} is not a valid endpoint: {e}") from e
 
     def clientOptions(self) -> dict[str, Any]:
         """
@@ -268,7 +288,9 @@ def makeClientService(options: ClientOptions) -> IService:
 
     clientOptions = options.clientOptions()
     client: Any
-    if options["strategy"] == "shared":
+    if len(options["backends"]) > 1:
+        client = SockShareBalancer(options["backends"], reactor, **clientOptions)
+    elif options["strategy"] == "shared":
         client = SockShareClientFactory(options["backend"], reactor, **clientOptions)
     else:
         client = PerRequestClient(options["backend"], reactor, **clientOptions)

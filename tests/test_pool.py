@@ -1,0 +1,143 @@
+"""
+Tests of L{SockSharePool} and L{SockShareBalancer}: with fakes, and on
+loopback with a backend that dies.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from twisted_sockshare import ClientClosed, ConnectFailed, ConnectionDropped
+from twisted_sockshare.pool import SockShareBalancer, SockSharePool
+
+from .faults import FaultyBackend, openFileDescriptors
+from .helpers import FakeEndpoint
+
+
+class PoolTests(SynchronousTestCase):
+    def test_oneClientPerDestination(self) -> None:
+        """Requests to one destination share its client; each destination has its own, made lazily."""
+        clock = Clock()
+        pool = SockSharePool(clock, idleTimeout=0)
+        a, b = FakeEndpoint(), FakeEndpoint()
+        self.assertEqual(pool.destinations, [])
+        d1 = pool.request("a", b"1", a)
+        d2 = pool.request("a", b"2", a)
+        d3 = pool.request("b", b"3", b)
+        self.assertIs(pool.clientFor("a"), pool.clientFor("a", a))
+        self.assertEqual((len(a.attempts), len(b.attempts)), (1, 1))
+        self.assertEqual(sorted(pool.destinations), ["a", "b"])
+        a.last.succeed()
+        b.last.succeed()
+        for requestId, _ in a.last.sentRequests():
+            a.last.respond(requestId, b"ok")
+        self.assertEqual([self.successResultOf(d) for d in (d1, d2)], [b"ok", b"ok"])
+        a.last.lose()
+        self.assertEqual(pool.destinations, ["b"])  # a is idle and closed: dropped
+        stats = pool.stats()
+        self.assertEqual((stats["a"]["responses"], stats["a"]["connectionsOpened"]), (2, 1))
+        self.assertEqual(stats["b"]["pending"], 1)
+        closed = pool.close()
+        self.failureResultOf(pool.request("c", b"x", FakeEndpoint()), ClientClosed)
+        b.last.respond(0, b"3")
+        self.assertEqual(self.successResultOf(d3), b"3")
+        b.last.lose()
+        self.successResultOf(closed)
+
+    def test_endpointStrings(self) -> None:
+        """A destination may be an endpoint string."""
+        pool = SockSharePool(Clock())
+        client = pool.clientFor("tcp:127.0.0.1:9999")
+        self.assertEqual(client.endpointDescription, "tcp:127.0.0.1:9999")
+        self.assertRaises(ValueError, SockSharePool, Clock(), maxPending=0)
+
+
+class BalancerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.endpoints = [FakeEndpoint(), FakeEndpoint(), FakeEndpoint()]
+        self.balancer = SockShareBalancer(self.endpoints, self.clock, random=lambda: 1.0, backoff=1, maxBackoff=4)  # type: ignore[arg-type]
+
+    def test_fewestPending(self) -> None:
+        """Each request goes to the endpoint with the fewest pending requests."""
+        for i in range(6):
+            self.balancer.request(b"%d" % i)
+        self.assertEqual([len(e.attempts) for e in self.endpoints], [1, 1, 1])
+        self.assertEqual([e.client.pending for e in self.balancer._members], [2, 2, 2])  # type: ignore[attr-defined]
+        self.assertEqual(self.balancer.pending, 6)
+
+    def test_failoverAndBackoff(self) -> None:
+        """A failed connect skips the endpoint for a growing backoff, and the request goes elsewhere."""
+        d = self.balancer.request(b"x")
+        self.endpoints[0].last.fail(ConnectionRefusedError())
+        self.assertNoResult(d)
+        self.assertEqual(len(self.endpoints[1].attempts), 1)
+        self.endpoints[1].last.succeed()
+        self.endpoints[1].last.respond(0, b"from 1")
+        self.assertEqual(self.successResultOf(d), b"from 1")
+        self.assertEqual(self.balancer.stats()["endpointsDown"], 1)
+        self.clock.advance(1)
+        self.assertEqual(self.balancer.stats()["endpointsDown"], 0)
+        # Down again: the backoff doubles.
+        self.balancer.request(b"y").addErrback(lambda f: None)
+        self.endpoints[0].last.fail(ConnectionRefusedError())
+        self.clock.advance(1.5)
+        self.assertEqual([s["down"] for s in self.balancer.endpointStats().values()], [1, 0, 0])
+        self.clock.advance(0.5)
+        self.assertEqual(self.balancer.stats()["endpointsDown"], 0)
+
+    def test_allDownFailsFast(self) -> None:
+        """With every endpoint down, requests fail at once with ConnectFailed instead of queueing."""
+        d = self.balancer.request(b"x")
+        for endpoint in self.endpoints:
+            endpoint.last.fail(ConnectionRefusedError())
+        f = self.failureResultOf(d, ConnectFailed)
+        self.assertIn("all 3 endpoints are down", str(f.value))
+        f = self.failureResultOf(self.balancer.request(b"y"), ConnectFailed)
+        self.assertIn("next retry in", str(f.value))
+        self.assertEqual([len(e.attempts) for e in self.endpoints], [1, 1, 1])
+
+    def test_droppedNotRetried(self) -> None:
+        """A request lost with its connection is not sent again elsewhere (the backend may have acted on it)."""
+        d = self.balancer.request(b"x")
+        self.endpoints[0].last.succeed()
+        self.endpoints[0].last.drop()
+        self.failureResultOf(d, ConnectionDropped)
+        self.assertEqual([len(e.attempts) for e in self.endpoints], [1, 0, 0])
+
+    def test_badOptions(self) -> None:
+        self.assertRaises(ValueError, SockShareBalancer, [], Clock())
+        self.assertRaises(ValueError, SockShareBalancer, [FakeEndpoint()], Clock(), backoff=0)
+
+
+class BalancerLoopbackTests(TestCase):
+    timeout = 30
+
+    async def test_failoverUnderLoad(self) -> None:
+        """One of two backends dies under load: after it, every request goes to the other; none is lost."""
+        fds = openFileDescriptors()
+        backends = [FaultyBackend(reactor), FaultyBackend(reactor)]
+        for backend in backends:
+            await backend.start()
+        balancer = SockShareBalancer([b.endpoint() for b in backends], reactor, backoff=5)
+        first = await gatherResults([balancer.request(b"%d" % i) for i in range(100)])
+        self.assertEqual(first, [b"%d" % i for i in range(100)])
+        self.assertTrue(all(b.requests > 0 for b in backends))
+        await backends[0].stop()
+        outcomes = []
+        for i in range(100):
+            try:
+                outcomes.append(await balancer.request(b"after %d" % i))
+            except ConnectionDropped:
+                outcomes.append(b"dropped")
+        self.assertEqual(outcomes[-90:], [b"after %d" % i for i in range(10, 100)])
+        stats = balancer.stats()
+        self.assertEqual(stats["endpointsDown"], 1)
+        await balancer.close()
+        await backends[1].stop()
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(openFileDescriptors(), fds)
