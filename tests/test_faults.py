@@ -159,6 +159,28 @@ class FaultTests(TestCase):
         self.assertGreaterEqual(backend.accepted, 5)
         await self.assertHealthy(client, backend)
 
+    async def test_orphansRetireTheConnection(self) -> None:
+        """
+        With resetOnTimeout=False, a backend slower than the timeout leaves
+        orphans; past maxOrphans the connection is retired, and the late
+        replies are discarded.
+        """
+        backend = await self.setUpBackend()
+        backend.mode, backend.delay = "slow", 0.3
+        client = SockShareClientFactory(
+            backend.endpoint(), reactor, requestTimeout=0.1, resetOnTimeout=False, maxOrphans=3, idleTimeout=None
+        )
+        seen = await outcomes([client.request(b"%d" % i) for i in range(2)])
+        self.assertEqual(seen, {"RequestTimeout": 2})
+        await sleep(0.4)
+        self.assertEqual((client.stats()["lateResponses"], client.stats()["connectionsRetired"]), (2, 0))
+        seen = await outcomes([client.request(b"%d" % i) for i in range(5)])
+        self.assertEqual(seen, {"RequestTimeout": 5})
+        self.assertEqual(client.stats()["connectionsRetired"], 1)
+        await sleep(0.1)
+        self.assertEqual(len(backend.connections), 0)  # retired, and closed once nothing is in flight
+        await self.assertHealthy(client, backend)
+
     async def test_stoppedListening(self) -> None:
         """A backend that is gone fails requests fast with ConnectFailed; it is retried when back."""
         backend = await self.setUpBackend()

@@ -141,3 +141,36 @@ class BalancerLoopbackTests(TestCase):
         await backends[1].stop()
         await deferLater(reactor, 0.1, lambda: None)
         self.assertEqual(openFileDescriptors(), fds)
+
+
+class PoolLoopbackTests(TestCase):
+    timeout = 30
+
+    async def test_twoDestinations(self) -> None:
+        """Concurrent requests to two real servers share one connection each; idle clients are dropped."""
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+
+        from twisted_sockshare import SockShareServerFactory
+
+        fds = openFileDescriptors()
+        ports = [
+            await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(SockShareServerFactory(handler))
+            for handler in (bytes.upper, bytes.lower)
+        ]
+        upper, lower = (f"tcp:127.0.0.1:{port.getHost().port}" for port in ports)
+        pool = SockSharePool(reactor)
+        replies = await gatherResults(
+            [pool.request(upper, b"Ab%d" % i) for i in range(50)]
+            + [pool.request(lower, b"Ab%d" % i) for i in range(50)]
+        )
+        self.assertEqual(replies, [b"AB%d" % i for i in range(50)] + [b"ab%d" % i for i in range(50)])
+        stats = pool.stats()
+        self.assertEqual([stats[d]["connectionsOpened"] for d in (upper, lower)], [1, 1])
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(pool.destinations, [])
+        self.assertEqual(pool.stats()[upper]["responses"], 50)
+        await pool.close()
+        for port in ports:
+            await port.stopListening()
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(openFileDescriptors(), fds)

@@ -738,6 +738,8 @@ class SockShareClientFactory(Factory):
                     connection.orphans += 1
                     if self.maxOrphans is not None and connection.orphans > self.maxOrphans:
                         self._retire(connection, f"more than maxOrphans={self.maxOrphans} timed-out requests")
+                if connection.draining and not connection.outstanding:
+                    self._closeDrained(connection)
         if self._pending:
             self._scheduleDeadlines()
         else:
