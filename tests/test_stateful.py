@@ -28,8 +28,17 @@ class SharedClientMachine(RuleBasedStateMachine):
         idleTimeout=st.sampled_from([0.0, 1.0]),
         requestTimeout=st.sampled_from([None, 3.0]),
         resetOnTimeout=st.booleans(),
+        maxLifetime=st.sampled_from([None, 2.0]),
+        maxOrphans=st.sampled_from([None, 1]),
     )
-    def setUp(self, idleTimeout: float, requestTimeout: float | None, resetOnTimeout: bool) -> None:
+    def setUp(
+        self,
+        idleTimeout: float,
+        requestTimeout: float | None,
+        resetOnTimeout: bool,
+        maxLifetime: float | None,
+        maxOrphans: int | None,
+    ) -> None:
         self.clock = Clock()
         self.endpoint = FakeEndpoint()
         self.client = SockShareClientFactory(
@@ -40,6 +49,8 @@ class SharedClientMachine(RuleBasedStateMachine):
             resetOnTimeout=resetOnTimeout,
             connectTimeout=2.0,
             maxPending=6,
+            maxLifetime=maxLifetime,
+            maxOrphans=maxOrphans,
         )
         self.fired: list[list[object]] = []
         self.deferreds: list[Deferred[bytes]] = []
@@ -140,6 +151,14 @@ class SharedClientMachine(RuleBasedStateMachine):
         assert len(usable) <= 1, usable
         assert self.client.connected == bool(usable)
         assert len(self.openAttempts()) <= 1
+
+    @invariant()
+    def retiredOnlyWhileBusy(self) -> None:
+        """A retired connection stays open only while requests are on it."""
+        for attempt in self.liveConnections():
+            protocol = attempt.protocol
+            if protocol.draining:  # type: ignore[attr-defined]
+                assert protocol.outstanding > 0, protocol  # type: ignore[attr-defined]
 
     @invariant()
     def timersOwned(self) -> None:
