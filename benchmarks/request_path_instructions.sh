@@ -6,6 +6,7 @@
 #   sh benchmarks/request_path_instructions.sh      (needs valgrind; ~1 minute)
 set -eu
 python=${PYTHON:-python3}
+export PYTHONHASHSEED=0  # the same dict and set layouts on every run
 count() {
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$python" benchmarks/request_path.py --only "$1" --rounds "$2" 2>&1 |
         sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
