@@ -19,7 +19,7 @@ from typing import Protocol as TypingProtocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import IConsumer, IProtocol, IProtocolFactory, IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
@@ -68,6 +68,10 @@ class _RawProtocol(Protocol):
         self._waiting: dict[int, Deferred[bytes]] = {}
         self._nextId = 0
         self._buffer = b""
+        self.lost: Deferred[None] = Deferred()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost.callback(None)
 
     def request(self, payload: bytes) -> Deferred[bytes]:
         self._nextId = requestId = (self._nextId + 1) & 0xFFFFFFFF
@@ -124,9 +128,14 @@ class _Lazily:
             d.errback(reason)
 
     def close(self) -> Deferred[None]:
-        if self._protocol is not None:
-            self._protocol.transport.loseConnection()
-        return succeed(None)
+        """
+        Close the connection; fire once it is gone.
+        """
+        if self._protocol is None:
+            return succeed(None)
+        self._protocol.transport.loseConnection()
+        lost: Deferred[None] = self._protocol.lost
+        return lost
 
 
 class RawClient(_Lazily):
@@ -138,13 +147,23 @@ class RawClient(_Lazily):
         super().__init__(endpoint, _RawProtocol)
 
 
+class _AMP(amp.AMP):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost: Deferred[None] = Deferred()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self.lost.callback(None)
+
+
 class AmpClient(_Lazily):
     """
     C{amp}: Twisted AMP's C{callRemote} over one connection.
     """
 
     def __init__(self, endpoint: IStreamClientEndpoint) -> None:
-        super().__init__(endpoint, amp.AMP)
+        super().__init__(endpoint, _AMP)
 
     def send(self, protocol: Any, payload: bytes) -> Deferred[bytes]:
         return protocol.callRemote(Echo, payload=payload).addCallback(_payloadOf)
