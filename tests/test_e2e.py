@@ -108,6 +108,21 @@ class EndToEndTests(TestCase):
         self.assertEqual(restarted.port, port)
         self.assertEqual(await self.post(gateway, b"back"), (200, b"back"))
 
+    async def test_twoBackends(self) -> None:
+        """--backend twice: requests spread over both; with one killed, all go to the other."""
+        first, second = await self.startBackend(), await self.startBackend()
+        gateway = await self.startGateway(first.port, "--backend", f"tcp:127.0.0.1:{second.port}")
+        results = await gatherResults([ensureDeferred(self.post(gateway, b"a%d" % i)) for i in range(50)])
+        self.assertEqual(results, [(200, b"a%d" % i) for i in range(50)])
+        served = [(await self.backendStats(b))["requests"] - 1 for b in (first, second)]
+        self.assertEqual(sum(served), 50)
+        self.assertTrue(all(n > 0 for n in served), served)
+        first.kill()
+        results = [await self.post(gateway, b"b%d" % i) for i in range(20)]
+        self.assertEqual(results, [(200, b"b%d" % i) for i in range(20)])
+        stats = await self.getJson(gateway, "stats")
+        self.assertEqual(stats["endpointsDown"], 1)
+
     async def test_errorStatuses(self) -> None:
         """RemoteError is a 502 saying so; a timeout is a 504."""
         backend = await self.startBackend()
