@@ -10,10 +10,11 @@ import json
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from twisted_sockshare import SockShareClientFactory
+from twisted_sockshare.bench.contenders import readAll
 
 from .processes import Twistd
 
@@ -53,11 +54,11 @@ class EndToEndTests(TestCase):
             Headers(),
             _Body(body),
         )
-        return response.code, await readBody(response)
+        return response.code, await readAll(response)
 
     async def getJson(self, gateway: Twistd, path: str) -> dict:
         response = await self.agent.request(b"GET", b"http://127.0.0.1:%d/%s" % (gateway.port, path.encode()))
-        return json.loads(await readBody(response))
+        return json.loads(await readAll(response))
 
     async def backendStats(self, backend: Twistd) -> dict:
         """

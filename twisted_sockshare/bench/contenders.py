@@ -22,7 +22,8 @@ from twisted.internet.interfaces import IConsumer, IProtocol, IProtocolFactory, 
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
@@ -219,7 +220,33 @@ class HttpClient:
 def _body(response: IResponse) -> Deferred[bytes]:
     if response.code != 200:
         raise RuntimeError(f"HTTP {response.code}")
-    return readBody(response)
+    return readAll(response)
+
+
+class _Collect(Protocol):
+    def __init__(self, done: Deferred[bytes]) -> None:
+        self._done = done
+        self._parts: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._done.callback(b"".join(self._parts))
+        else:
+            self._done.errback(reason)
+
+
+def readAll(response: IResponse) -> Deferred[bytes]:
+    """
+    The whole body of C{response} (as C{twisted.web.client.readBody}, which
+    warns about transports without C{abortConnection}, such as HTTP/1.1
+    client responses').
+    """
+    done: Deferred[bytes] = Deferred()
+    response.deliverBody(_Collect(done))
+    return done
 
 
 class _OneEndpoint:
