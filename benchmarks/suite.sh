@@ -12,7 +12,7 @@ run() { name=$1; shift; echo "== $name: sockshare bench $*"; sockshare bench --q
 # The targets: concurrency 100, 64-byte payloads, 3 interleaved runs each, median.
 run main --concurrency 100 --duration 3 --repeat 3
 # The sweep behind the plot.
-run sweep --concurrency 1,10,100,1000 --duration 2 --plot "$out/sweep.svg"
+run sweep --concurrency 1,10,100,1000 --duration 2 --plot docs/benchmarks-sweep.svg
 # Regression cases: large payloads, many callers.
 run large --payload-size 65536 --concurrency 100 --duration 2 --strategy shared,persistent,raw,amp,http
 run callers --concurrency 1000 --duration 2 --strategy shared,persistent,raw

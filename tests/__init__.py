@@ -1,0 +1,35 @@
+"""
+The tests of twisted_sockshare.
+
+Hypothesis runs under one of two profiles, chosen with the environment
+variable C{SOCKSHARE_HYPOTHESIS}:
+
+    - C{ci} (the default): a fixed, wide set of examples, derandomized, so
+      every run of the suite checks the same cases and passes or fails alike;
+    - C{search}: the broad random search, many more examples with fresh
+      randomness each run, run on purpose (see the README).
+
+Neither writes an example database into the working tree.
+"""
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=300,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "search",
+    derandomize=False,
+    database=None,
+    deadline=None,
+    max_examples=5_000,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("SOCKSHARE_HYPOTHESIS", "ci"))

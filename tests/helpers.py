@@ -5,6 +5,9 @@ completes by hand, and transports that refuse misuse.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 
 from twisted.internet.address import IPv4Address
@@ -13,6 +16,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from twisted_sockshare.wire import ERROR, REQUEST, RESPONSE, FrameDecoder, encodeFrame
@@ -114,3 +118,14 @@ class FakeEndpoint:
     @property
     def last(self) -> Attempt:
         return self.attempts[-1]
+
+
+def tempPath(case: SynchronousTestCase, name: str = "temp") -> str:
+    """
+    An absolute path, not yet created, inside a fresh directory of the
+    system's temporary area that is removed when C{case} ends.  Use it
+    instead of C{mktemp()}, which under pytest writes into the working tree.
+    """
+    directory = tempfile.mkdtemp(prefix="sockshare-test-")
+    case.addCleanup(shutil.rmtree, directory, True)
+    return os.path.join(directory, name)

@@ -24,6 +24,8 @@ from twisted_sockshare.bench.load import ClosedLoop, Tally, bursts, outstandingM
 from twisted_sockshare.bench.report import ProgressLine, burstyTable, memoryTable, ratios, render, summary, writeJSON
 from twisted_sockshare.bench.runner import Plan, Row, run
 
+from .helpers import tempPath
+
 
 class Ticker:
     """
@@ -360,7 +362,7 @@ class ReportTests(SynchronousTestCase):
 
     def test_json(self) -> None:
         """The JSON file has the machine, the plan and one object per row."""
-        path = self.mktemp()
+        path = tempPath(self)
         writeJSON(self.results(), path)
         with open(path) as f:
             data = json.load(f)
@@ -375,7 +377,7 @@ class ReportTests(SynchronousTestCase):
             raise self.failureException("matplotlib is part of the test extra; install it") from None
         from twisted_sockshare.bench.report import plot
 
-        path = self.mktemp() + ".png"
+        path = tempPath(self) + ".png"
         plot(self.results(), path)
         with open(path, "rb") as f:
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")

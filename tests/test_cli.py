@@ -16,6 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_sockshare.bench.contenders import KINDS
 from twisted_sockshare.cli import BenchOptions, Options
 
+from .helpers import tempPath
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -94,7 +96,7 @@ class CommandTests(SynchronousTestCase):
 
     def test_everyStrategy(self) -> None:
         """A tiny run of every strategy completes with no errors and writes the documented JSON."""
-        path = os.path.abspath(self.mktemp())
+        path = tempPath(self)
         result = sockshare("bench", "--requests", "200", "--warmup", "20", "--concurrency", "10", "--json", path)
         self.assertEqual(result.returncode, 0, result.stderr)
         for name in KINDS:
@@ -130,7 +132,7 @@ class SoakTests(SynchronousTestCase):
         restarted every second: only connection errors, most requests
         served, no socket left open, memory steady.
         """
-        path = os.path.abspath(self.mktemp())
+        path = tempPath(self)
         result = sockshare(
             "bench", "-s", "shared", "-c", "20", "--duration", "6", "--restart-every", "1", "--json", path
         )  # fmt: skip

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import struct
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, gatherResults
@@ -41,7 +41,6 @@ def chunked(data: bytes, sizes: list[int]) -> list[bytes]:
 
 
 class DecoderTests(SynchronousTestCase):
-    @settings(max_examples=200, deadline=None)
     @given(
         st.lists(st.binary(max_size=30).filter(lambda b: b"\r\n" not in b and not b.endswith(b"\r"))),
         st.lists(st.integers(1, 20), min_size=1),
@@ -55,7 +54,6 @@ class DecoderTests(SynchronousTestCase):
         self.assertEqual(out, [(NEXT, RESPONSE, line) for line in lines])
         self.assertEqual(decoder.buffered, 0)
 
-    @settings(max_examples=200, deadline=None)
     @given(st.lists(st.binary(max_size=300)), st.lists(st.integers(1, 50), min_size=1), st.sampled_from([2, 4, 8]))
     def test_prefixedInAnyChunks(self, messages: list[bytes], sizes: list[int], width: int) -> None:
         """Length-prefixed messages come out whole and in order, however the bytes are cut."""

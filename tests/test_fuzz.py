@@ -6,7 +6,7 @@ connection with a protocol violation.
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -41,7 +41,6 @@ class ClientFuzzTests(SynchronousTestCase):
     The client protocol survives any input.
     """
 
-    @settings(max_examples=300, deadline=None)
     @given(st.one_of(st.binary(max_size=300), mutatedStreams), chunks)
     def test_anyInput(self, data: bytes, sizes: list[int]) -> None:
         """Every request fires once: answered, remote error, or ProtocolViolation."""
@@ -69,7 +68,6 @@ class ServerFuzzTests(SynchronousTestCase):
     The server protocol survives any input.
     """
 
-    @settings(max_examples=300, deadline=None)
     @given(st.one_of(st.binary(max_size=300), mutatedStreams), chunks)
     def test_anyInput(self, data: bytes, sizes: list[int]) -> None:
         """Valid requests are answered; anything else aborts the connection."""

@@ -22,6 +22,8 @@ from twisted_sockshare import (
     SockShareServerFactory,
 )
 
+from .helpers import tempPath
+
 
 async def waitFor(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     """
@@ -147,7 +149,7 @@ class LoopbackTests(TestCase):
 
     async def test_unixSocket(self) -> None:
         """Any stream endpoint works: a UNIX socket, given as a string."""
-        path = self.mktemp()
+        path = tempPath(self)
         server = await self.listen(UNIXServerEndpoint(reactor, path))
         client = SockShareClientFactory(f"unix:{path}", reactor)
         self.addCleanup(client.close)

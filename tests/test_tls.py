@@ -18,6 +18,7 @@ from twisted_sockshare import ConnectFailed, SockShareClientFactory, SockShareSe
 from twisted_sockshare.tap import ClientOptions, ServerOptions
 
 from .certificates import Authority, writeFiles
+from .helpers import tempPath
 
 
 class TLSTests(TestCase):
@@ -27,7 +28,7 @@ class TLSTests(TestCase):
         self.authority = Authority()
         serverCert, serverKey = self.authority.issue("localhost")
         clientCert, clientKey = self.authority.issue("gateway", client=True)
-        self.dir = os.path.abspath(self.mktemp())
+        self.dir = tempPath(self)
         self.files = writeFiles(
             self.dir,
             **{
