@@ -129,3 +129,22 @@ def tempPath(case: SynchronousTestCase, name: str = "temp") -> str:
     directory = tempfile.mkdtemp(prefix="sockshare-test-")
     case.addCleanup(shutil.rmtree, directory, True)
     return os.path.join(directory, name)
+
+
+@implementer(IStreamClientEndpoint)
+class RecordingEndpoint:
+    """
+    Wraps a real endpoint and keeps every protocol it connected, so a test
+    can look at a connection's socket.
+    """
+
+    def __init__(self, wrapped: IStreamClientEndpoint) -> None:
+        self.wrapped = wrapped
+        self.protocols: list[object] = []
+
+    def connect(self, factory: IProtocolFactory) -> Deferred:
+        def record(protocol: object) -> object:
+            self.protocols.append(protocol)
+            return protocol
+
+        return self.wrapped.connect(factory).addCallback(record)

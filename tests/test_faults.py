@@ -12,7 +12,7 @@ from collections import Counter
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, clientFromString, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -23,6 +23,7 @@ from twisted_sockshare.bench.load import ClosedLoop, payloads
 from twisted_sockshare.wire import REQUEST, encodeFrame
 
 from .faults import FaultyBackend, openFileDescriptors
+from .helpers import RecordingEndpoint
 
 #: The errors a request may fail with when the backend misbehaves.
 DOCUMENTED = {
@@ -232,9 +233,10 @@ class KeepAliveTests(TestCase):
         self.addCleanup(port.stopListening)
         endpoint = f"tcp:127.0.0.1:{port.getHost().port}"
         for keepAlive, expected in [(None, 0), (30.0, 1)]:
-            client = SockShareClientFactory(endpoint, reactor, keepAlive=keepAlive, idleTimeout=None)
+            recorder = RecordingEndpoint(clientFromString(reactor, endpoint))
+            client = SockShareClientFactory(recorder, reactor, keepAlive=keepAlive, idleTimeout=None)
             await client.request(b"x")
-            handle = client._state.protocol.transport.getHandle()  # type: ignore[union-attr]
+            handle = recorder.protocols[-1].transport.getHandle()  # type: ignore[attr-defined]
             self.assertEqual(bool(handle.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)), bool(expected))
             if keepAlive is not None and hasattr(socket, "TCP_KEEPIDLE"):
                 self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), 30)

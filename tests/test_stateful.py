@@ -5,7 +5,7 @@ see, and checks its invariants after each step.
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from twisted.internet.defer import Deferred
@@ -13,6 +13,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 
 from twisted_sockshare import SockShareClientFactory
+from twisted_sockshare.connection import ConnectionState
 from twisted_sockshare.wire import ERROR, RESPONSE, encodeFrame
 
 from .helpers import Attempt, FakeEndpoint
@@ -66,7 +67,12 @@ class SharedClientMachine(RuleBasedStateMachine):
         return [a for a in self.endpoint.attempts if not a.deferred.called]
 
     def liveConnections(self) -> list[Attempt]:
-        return [a for a in self.endpoint.attempts if a.protocol is not None and not a.protocol.lost]
+        """The connections not lost yet, whatever their state."""
+        return [
+            a
+            for a in self.endpoint.attempts
+            if a.protocol is not None and a.protocol.state is not ConnectionState.LOST  # type: ignore[attr-defined]
+        ]
 
     @rule()
     def request(self) -> None:
@@ -104,7 +110,7 @@ class SharedClientMachine(RuleBasedStateMachine):
     def respondAll(self, data: st.DataObject) -> None:
         connection = data.draw(st.sampled_from(self.liveConnections()))
         for requestId, _ in connection.sentRequests():
-            if not connection.protocol.lost:  # type: ignore[attr-defined]
+            if connection.protocol.state is not ConnectionState.LOST:  # type: ignore[attr-defined]
                 connection.respond(requestId, b"answer")
 
     @precondition(lambda self: self.liveConnections())
@@ -147,18 +153,25 @@ class SharedClientMachine(RuleBasedStateMachine):
 
     @invariant()
     def atMostOneUsableConnection(self) -> None:
-        usable = [a for a in self.liveConnections() if not a.protocol.closing]  # type: ignore[attr-defined]
+        """One LIVE connection at most, and it is the one the client uses."""
+        usable = [a for a in self.liveConnections() if a.protocol.state is ConnectionState.LIVE]  # type: ignore[attr-defined]
         assert len(usable) <= 1, usable
-        assert self.client.connected == bool(usable)
+        assert self.client.connected == bool(usable), (self.client, usable)
         assert len(self.openAttempts()) <= 1
 
     @invariant()
     def retiredOnlyWhileBusy(self) -> None:
-        """A retired connection stays open only while requests are on it."""
+        """A retiring connection stays open only while requests are on it."""
         for attempt in self.liveConnections():
             protocol = attempt.protocol
-            if protocol.draining:  # type: ignore[attr-defined]
+            if protocol.state is ConnectionState.RETIRING:  # type: ignore[attr-defined]
                 assert protocol.outstanding > 0, protocol  # type: ignore[attr-defined]
+
+    @invariant()
+    def openConnectionsCounted(self) -> None:
+        """The client knows every connection it was handed until it is lost."""
+        handed = [a for a in self.liveConnections() if a.deferred.called]
+        assert self.client.openConnections == len(handed), (self.client.openConnections, handed)
 
     @invariant()
     def timersOwned(self) -> None:
@@ -167,6 +180,7 @@ class SharedClientMachine(RuleBasedStateMachine):
         assert names.count("_connectTimedOut") == len(self.openAttempts()), names
         idle = names.count("_closeIdle")
         assert idle == 0 or (idle == 1 and self.client.connected and self.client.pending == 0), names
+        assert names.count("_closeTimedOut") <= (1 if self.closed is not None and not self.closed else 0), names
 
     @invariant()
     def nothingLeftAfterClose(self) -> None:
@@ -193,12 +207,9 @@ class SharedClientMachine(RuleBasedStateMachine):
         assert self.clock.getDelayedCalls() == []
 
 
-SharedClientMachine.TestCase.settings = settings(
-    max_examples=200,
-    stateful_step_count=50,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+# The examples, their number and whether they are random come from the
+# Hypothesis profile (tests/__init__.py): fixed in CI, random in a search.
+SharedClientMachine.TestCase.settings = settings(stateful_step_count=50)
 
 
 class StatefulTests(SharedClientMachine.TestCase):  # type: ignore[misc,valid-type]

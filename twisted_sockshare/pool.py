@@ -10,23 +10,21 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from ._options import ClientOptions
+from ._reactor import maybeGlobalReactor
 from .client import SockShareClientFactory
 from .errors import ClientClosed, ConnectFailed
+from .interfaces import ISockShareClient
+from .stats import ClientStats
 
 _log = Logger(namespace="twisted_sockshare.pool")
-
-
-def _reactorOr(reactor: IReactorTime | None) -> IReactorTime:
-    if reactor is None:
-        from twisted.internet import reactor as globalReactor
-
-        return globalReactor
-    return reactor
 
 
 class SockSharePool:
@@ -45,13 +43,12 @@ class SockSharePool:
             for every client of the pool.
         @raise ValueError: if an option is out of range.
         """
-        self._reactor = _reactorOr(reactor)
+        ClientOptions(**clientOptions)
+        self._reactor = maybeGlobalReactor(reactor)
         self._options = clientOptions
         self._clients: dict[str, SockShareClientFactory] = {}
         self._closing = False
-        self._dropped: dict[str, dict[str, int]] = {}
-        # Validate the options once, up front.
-        SockShareClientFactory("tcp:127.0.0.1:1", self._reactor, **clientOptions)
+        self._dropped: dict[str, ClientStats] = {}
 
     def clientFor(self, destination: str, endpoint: IStreamClientEndpoint | None = None) -> SockShareClientFactory:
         """
@@ -89,14 +86,10 @@ class SockSharePool:
         their counters.
         """
         for destination, client in list(self._clients.items()):
-            if not client.pending and not client.connected and not client._detached:
+            if not client.pending and not client.openConnections:
                 del self._clients[destination]
-                totals = self._dropped.setdefault(destination, dict.fromkeys(SockShareClientFactory.statKeys, 0))
-                for key, value in client.stats().items():
-                    if key not in ("pending", "connected", "peakPending"):
-                        totals[key] += value
-                    elif key == "peakPending":
-                        totals[key] = max(totals[key], value)
+                dropped = self._dropped.get(destination, ClientStats())
+                self._dropped[destination] = dropped + ClientStats.fromDict(client.stats())
 
     @property
     def destinations(self) -> list[str]:
@@ -111,21 +104,10 @@ class SockSharePool:
         Each destination's counters (L{SockShareClientFactory.stats}),
         including those of clients already dropped.
         """
-        out = {destination: dict(totals) for destination, totals in self._dropped.items()}
+        totals = dict(self._dropped)
         for destination, client in self._clients.items():
-            current = client.stats()
-            totals = out.get(destination)
-            if totals is None:
-                out[destination] = current
-                continue
-            for key, value in current.items():
-                if key in ("pending", "connected"):
-                    totals[key] = value
-                elif key == "peakPending":
-                    totals[key] = max(totals[key], value)
-                else:
-                    totals[key] += value
-        return out
+            totals[destination] = totals.get(destination, ClientStats()) + ClientStats.fromDict(client.stats())
+        return {destination: record.asDict() for destination, record in totals.items()}
 
     def close(self) -> Deferred[None]:
         """
@@ -147,6 +129,7 @@ class _Member:
         self.downUntil = 0.0
 
 
+@implementer(ISockShareClient)
 class SockShareBalancer:
     """
     One logical backend made of several endpoints, each with its own shared
@@ -184,11 +167,13 @@ class SockShareBalancer:
             raise ValueError("a balancer needs at least one endpoint")
         if not 0 < backoff <= maxBackoff:
             raise ValueError(f"need 0 < backoff <= maxBackoff, not {backoff!r} and {maxBackoff!r}")
-        self._clock = _reactorOr(reactor)
+        self._clock = maybeGlobalReactor(reactor)
         self._members = [_Member(SockShareClientFactory(e, self._clock, **clientOptions)) for e in endpoints]
         self.backoff = backoff
         self.maxBackoff = maxBackoff
         self._random = random
+        # Capped exponential; the jitter is applied as a factor in _failed.
+        self._backoffPolicy = backoffPolicy(backoff, maxBackoff, 2.0, jitter=lambda: 0.0)
 
     @property
     def pending(self) -> int:
@@ -243,8 +228,7 @@ class SockShareBalancer:
             result.errback(reason)
             return
         member.failures += 1
-        period = min(self.maxBackoff, self.backoff * 2 ** (member.failures - 1))
-        period *= 0.5 + 0.5 * self._random()
+        period = self._backoffPolicy(member.failures - 1) * (0.5 + 0.5 * self._random())
         member.downUntil = self._clock.seconds() + period
         _log.warn(
             "Endpoint {endpoint} is down for {period:.1f} s: {why}",
@@ -258,13 +242,11 @@ class SockShareBalancer:
     def stats(self) -> dict[str, int]:
         """
         The sum of every endpoint's counters (L{SockShareClientFactory.stats};
-        C{connected} counts connected endpoints), plus C{endpointsDown}: how
+        C{connected} counts connected endpoints, C{peakPending} is the
+        largest endpoint's), plus C{endpointsDown}: how
         many are being skipped now.
         """
-        totals = dict.fromkeys(SockShareClientFactory.statKeys, 0)
-        for member in self._members:
-            for key, value in member.client.stats().items():
-                totals[key] += value
+        totals = ClientStats.total(ClientStats.fromDict(m.client.stats()) for m in self._members).asDict()
         now = self._clock.seconds()
         totals["endpointsDown"] = sum(member.downUntil > now for member in self._members)
         return totals

@@ -1,0 +1,122 @@
+"""
+A shared client's options, checked once, in one place.
+
+Every option is checked when the client is made, with a message naming the
+option and the value it was given: a wrong type is a C{TypeError}, a value
+out of range (NaN included) a C{ValueError}.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IStreamClientEndpoint
+
+from .codecs import Codec, Multiplexed
+from .wire import MAX_REQUEST_ID, MIN_LENGTH
+
+#: The largest payload a frame can carry.
+MAX_PAYLOAD = MAX_REQUEST_ID - MIN_LENGTH
+
+_MULTIPLEXED = Multiplexed()
+
+
+def _seconds(name: str, value: object, *, orNone: bool, zero: bool = False, minimum: float = 0.0) -> None:
+    """
+    Check that C{value} is a finite number of seconds above C{minimum} (or
+    equal to it if C{zero}), or L{None} if C{orNone}.
+    """
+    if value is None and orNone:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        noneText = " or None" if orNone else ""
+        raise TypeError(f"{name} must be a number of seconds{noneText}, not {value!r}")
+    if not math.isfinite(value) or value < minimum or (value == minimum and not zero):
+        relation = ">=" if zero else ">"
+        hint = "; use None for no limit" if orNone and not math.isnan(value) and value > 0 else ""
+        raise ValueError(f"{name} must be a finite number {relation} {minimum:g}{hint}, not {value!r}")
+
+
+def _count(name: str, value: object, *, minimum: int, maximum: int | None = None, orNone: bool = False) -> None:
+    """
+    Check that C{value} is a whole number in C{[minimum, maximum]}, or
+    L{None} if C{orNone}.
+    """
+    if value is None and orNone:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number{' or None' if orNone else ''}, not {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"{name} must be {bound}, not {value!r}")
+
+
+def parseEndpoint(reactor: Any, endpoint: object) -> tuple[IStreamClientEndpoint, str]:
+    """
+    The endpoint a client connects through, and how messages name it.
+
+    @param endpoint: an C{IStreamClientEndpoint}, or a string for
+        C{clientFromString} such as C{"tcp:127.0.0.1:9000"}.
+    @return: the endpoint and its description: the string itself, or the
+        endpoint's C{repr()}.
+    @raise TypeError: if C{endpoint} is neither.
+    @raise ValueError: if the string is not a valid client endpoint string.
+    """
+    if isinstance(endpoint, str):
+        try:
+            return clientFromString(reactor, endpoint), endpoint
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise ValueError(
+                f"endpoint {endpoint!r} is not a valid client endpoint string "
+                f"(e.g. 'tcp:127.0.0.1:9000', 'unix:/path'): {error}"
+            ) from None
+    if IStreamClientEndpoint.providedBy(endpoint):
+        return endpoint, repr(endpoint)
+    raise TypeError(f"endpoint must be an IStreamClientEndpoint or an endpoint string, not {endpoint!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """
+    The keyword options of L{twisted_sockshare.SockShareClientFactory},
+    checked when made; see the client for what each one means.
+    """
+
+    idleTimeout: float | None = 0.0
+    connectTimeout: float | None = 10.0
+    requestTimeout: float | None = 30.0
+    maxPending: int = 10_000
+    maxPayload: int = 1_048_576
+    resetOnTimeout: bool = True
+    closeTimeout: float = 10.0
+    keepAlive: float | None = None
+    codec: Codec | None = None
+    maxLifetime: float | None = None
+    maxOrphans: int | None = None
+
+    def __post_init__(self) -> None:
+        _seconds("idleTimeout", self.idleTimeout, orNone=True, zero=True)
+        _seconds("connectTimeout", self.connectTimeout, orNone=True)
+        _seconds("requestTimeout", self.requestTimeout, orNone=True)
+        _seconds("closeTimeout", self.closeTimeout, orNone=False)
+        _seconds("keepAlive", self.keepAlive, orNone=True, zero=True, minimum=1.0)
+        _seconds("maxLifetime", self.maxLifetime, orNone=True)
+        _count("maxPending", self.maxPending, minimum=1)
+        _count("maxPayload", self.maxPayload, minimum=0, maximum=MAX_PAYLOAD)
+        _count("maxOrphans", self.maxOrphans, minimum=0, orNone=True)
+        if not isinstance(self.resetOnTimeout, bool):
+            raise TypeError(f"resetOnTimeout must be True or False, not {self.resetOnTimeout!r}")
+        if self.codec is None:
+            object.__setattr__(self, "codec", _MULTIPLEXED)
+        codec = self.codec
+        assert codec is not None
+        if not all(hasattr(codec, name) for name in ("ordered", "encodeRequest", "decoder")):
+            raise TypeError(f"codec must have ordered, encodeRequest and decoder (see codecs.Codec), not {codec!r}")
+        if codec.ordered and not self.resetOnTimeout:
+            raise ValueError(
+                "resetOnTimeout=False needs a codec with request ids: with an ordered codec a reply that "
+                "never comes would shift the later replies onto the wrong requests"
+            )

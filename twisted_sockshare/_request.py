@@ -1,0 +1,46 @@
+"""
+One request of a shared client, from C{request()} until its Deferred fires.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+
+if TYPE_CHECKING:
+    from .client import SockShareClientFactory
+    from .connection import SockShareClientProtocol
+
+
+class _Request(Deferred[bytes]):
+    """
+    A request is the Deferred handed to the caller, so it costs one object.
+    The client sets every attribute before handing it out.
+
+    @ivar client: the client it belongs to; it counts it as pending until it
+        fires.
+    @ivar payload: what to send, while the request waits for a connection;
+        L{None} once written.
+    @ivar deadline: when it times out, on the client's clock (L{None}: never).
+    @ivar connection: the connection it was written to (L{None}: still
+        waiting for one).
+    @ivar requestId: its id on that connection (-1 until written).
+    """
+
+    __slots__ = ("client", "payload", "deadline", "connection", "requestId")
+
+    client: SockShareClientFactory
+    payload: bytes | None
+    deadline: float | None
+    connection: SockShareClientProtocol | None
+    requestId: int
+
+
+def cancelRequest(request: Deferred[bytes]) -> None:
+    """
+    The canceller of every L{_Request}: the client fails it with
+    C{CancelledError} and stops waiting for its reply.
+    """
+    assert isinstance(request, _Request)
+    request.client._cancelRequest(request)

@@ -1,0 +1,392 @@
+# -*- test-case-name: tests.test_connection -*-
+"""
+One connection of a shared client: it owns its state, the table of requests
+outstanding on it, the matching of replies to them, and failing them all.
+
+The connection tells its client only what the client needs: a request was
+answered or failed, the connection stopped taking requests, the connection
+is gone.  It never reads the client's counters, and the client never reads
+its table.
+"""
+
+from __future__ import annotations
+
+import socket
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+from typing import Protocol as _Interface
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .codecs import NEXT, Multiplexed
+from .errors import ConnectFailed, ConnectionDropped, ProtocolViolation
+from .wire import MAX_REQUEST_ID, MIN_LENGTH, REQUEST, packHeader
+
+if TYPE_CHECKING:
+    from ._options import ClientOptions
+    from ._request import _Request
+
+_log = Logger(namespace="twisted_sockshare.connection")
+
+
+class ConnectionState(Enum):
+    """
+    The life of one connection, in order; a connection never goes back.
+    """
+
+    #: Takes new requests (the client's one usable connection, or about to be).
+    LIVE = "live"
+    #: Takes no new requests (too old, too many orphans, or the client is
+    #: closing); answers the ones it has, then closes by itself.
+    RETIRING = "retiring"
+    #: Its close has begun (graceful, or aborted); nothing more is written.
+    #: Replies still arriving find no request and count as late.
+    CLOSING = "closing"
+    #: C{connectionLost} has run.
+    LOST = "lost"
+
+
+LIVE = ConnectionState.LIVE
+RETIRING = ConnectionState.RETIRING
+CLOSING = ConnectionState.CLOSING
+LOST = ConnectionState.LOST
+
+
+class ConnectionOwner(_Interface):
+    """
+    What a connection tells its client.
+    """
+
+    endpointDescription: str
+
+    def _settle(self, request: _Request, kind: int, payload: bytes) -> None:
+        """A reply of C{kind} (C{RESPONSE} or C{ERROR}) came for C{request}."""
+
+    def _fail(self, request: _Request, error: BaseException) -> None:
+        """C{request} failed with C{error} and is no longer on the connection."""
+
+    def _lateReply(self) -> None:
+        """A reply came for a request no longer waited for."""
+
+    def _connectionUnusable(self, connection: SockShareClientProtocol) -> None:
+        """C{connection} takes no new requests from now on."""
+
+    def _connectionGone(self, connection: SockShareClientProtocol, tlsFailed: bool) -> None:
+        """
+        C{connection} was lost (C{tlsFailed}: its TLS handshake failed); its
+        requests are failed right after.
+        """
+
+
+class SockShareClientProtocol(Protocol):
+    """
+    One connection of a L{twisted_sockshare.SockShareClientFactory}: writes
+    request frames and matches reply frames to the requests outstanding on it.
+
+    @ivar state: where the connection is in its life (L{ConnectionState}).
+    @ivar openedAt: when it was made, on the client's clock.
+    @ivar orphans: requests that timed out here with their reply not seen yet.
+    @ivar received: whether any byte came from the server.
+    """
+
+    state = LIVE
+    openedAt = 0.0
+    orphans = 0
+    received = False
+    _abortCall: IDelayedCall | None = None
+
+    def __init__(self, owner: ConnectionOwner, options: ClientOptions, clock: IReactorTime) -> None:
+        """
+        @param owner: the client this connection reports to.
+        @param options: the client's options.
+        @param clock: the client's clock, for the close timeout.
+        """
+        codec = options.codec
+        assert codec is not None
+        self._owner = owner
+        self._options = options
+        self._clock = clock
+        self._decoder = codec.decoder(options.maxPayload)
+        self._ordered = codec.ordered
+        # None: the default frames, encoded inline; an ordered codec's
+        # requests arrive encoded already.
+        self._encode: Any = None if type(codec) is Multiplexed else _asEncoded if codec.ordered else codec.encodeRequest
+        # Requests by id, in the order written.  With an ordered codec a
+        # forgotten request keeps its slot (None) until its reply comes.
+        self._table: dict[int, _Request | None] = {}
+        self._nextId = 0
+        # While replies are being delivered, the requests their callbacks
+        # send are collected here and written at once.
+        self._batch: list[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"<SockShareClientProtocol {self.state.value} outstanding={len(self._table)}>"
+
+    @property
+    def outstanding(self) -> int:
+        """
+        How many requests wait for a reply on this connection (with an
+        ordered codec, forgotten ones whose reply is still due included).
+        """
+        return len(self._table)
+
+    def connectionMade(self) -> None:
+        self.openedAt = self._clock.seconds()
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            setNoDelay(True)
+        if self._options.keepAlive is not None:
+            _enableKeepAlive(self.transport, self._options.keepAlive)
+
+    # -- Requests: the hot path ----------------------------------------------
+
+    def send(self, request: _Request, payload: bytes) -> None:
+        """
+        Write C{request} with an id not outstanding here.  Only a L{LIVE}
+        connection is given requests.
+        """
+        table = self._table
+        requestId = self._nextId
+        while requestId in table:
+            requestId = (requestId + 1) & MAX_REQUEST_ID
+        self._nextId = (requestId + 1) & MAX_REQUEST_ID
+        request.requestId = requestId
+        request.connection = self
+        table[requestId] = request
+        encode = self._encode
+        if encode is None:
+            frame = packHeader(MIN_LENGTH + len(payload), requestId, REQUEST) + payload
+        else:
+            frame = encode(requestId, payload)
+        batch = self._batch
+        if batch is not None:
+            batch.append(frame)
+        else:
+            self.transport.write(frame)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received = True
+        frames = self._decoder.feed(data)
+        if frames:
+            batch: list[bytes] = []
+            self._batch = batch
+            owner = self._owner
+            settle = owner._settle
+            table = self._table
+            pop = table.pop
+            try:
+                for requestId, kind, payload in frames:
+                    if requestId == NEXT:
+                        if not table:
+                            if self.state is LIVE or self.state is RETIRING:
+                                self._violated("a reply came with no request outstanding")
+                                return
+                            owner._lateReply()
+                            continue
+                        requestId = next(iter(table))
+                    request = pop(requestId, None)
+                    if request is None:
+                        if self.orphans:
+                            self.orphans -= 1
+                        owner._lateReply()
+                        continue
+                    settle(request, kind, payload)
+            finally:
+                self._batch = None
+                # If the connection was reset meanwhile, the requests in the
+                # batch were failed with it: their frames are not written.
+                if batch and (self.state is LIVE or self.state is RETIRING):
+                    self.transport.write(b"".join(batch))  # type: ignore[union-attr]
+            if self.state is RETIRING:
+                self._closeIfQuiet()
+        violation = self._decoder.violation
+        if violation is not None and (self.state is LIVE or self.state is RETIRING):
+            self._violated(violation)
+
+    def forget(self, request: _Request, orphan: bool = False) -> None:
+        """
+        Stop waiting for C{request}'s reply (it timed out, was cancelled, or
+        the client gave up on it); if the reply comes it counts as late.  With
+        an ordered codec the request keeps its place in line, so its reply
+        is not taken for the next request's.
+
+        @param orphan: count it among L{orphans} (it timed out here).
+        """
+        table = self._table
+        if self._ordered and request.requestId in table:
+            table[request.requestId] = None
+        else:
+            table.pop(request.requestId, None)
+        if orphan and self.state is LIVE:
+            self.orphans += 1
+        if self.state is RETIRING:
+            self._closeIfQuiet()
+
+    # -- The connection's life -------------------------------------------------
+
+    def retire(self) -> None:
+        """
+        Take no new requests; close once the requests here are answered
+        (at once if none is).
+        """
+        if self.state is not LIVE:
+            return
+        self.state = RETIRING
+        self._owner._connectionUnusable(self)
+        self._closeIfQuiet()
+
+    def close(self) -> None:
+        """
+        Close gracefully: the peer reads what is left and the close
+        completes, or it is aborted after the client's C{closeTimeout}.
+        """
+        if self.state is CLOSING or self.state is LOST:
+            return
+        self._closing()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        if self.state is not LOST:
+            self._abortCall = self._clock.callLater(self._options.closeTimeout, self._abortClosing)
+
+    def abort(self, error: BaseException | None = None) -> None:
+        """
+        Abort the connection now and fail every request on it with C{error}.
+        """
+        if self.state is CLOSING or self.state is LOST:
+            if self.state is CLOSING:
+                self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        self._closing()
+        self.transport.abortConnection()  # type: ignore[union-attr]
+        if error is not None:
+            self._failAll(error)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not isinstance(reason, Failure):
+            reason = Failure(reason)
+        before = self.state
+        self.state = LOST
+        if self._abortCall is not None:
+            if self._abortCall.active():
+                self._abortCall.cancel()
+            self._abortCall = None
+        owner = self._owner
+        tlsFailed = before is LIVE and not self.received and _isTLSError(reason)
+        # The client forgets this connection first, so that requests made by
+        # the errbacks below go to a new one.
+        owner._connectionGone(self, tlsFailed)
+        requests = [request for request in self._table.values() if request is not None]
+        self._table.clear()
+        where = owner.endpointDescription
+        why = reason.getErrorMessage()
+        if not requests:
+            _log.debug("Connection to {endpoint} closed: {why}", endpoint=where, why=why)
+            return
+        _log.warn(
+            "Connection to {endpoint} lost with {count} requests outstanding: {why}",
+            endpoint=where,
+            count=len(requests),
+            why=why,
+        )
+        error: Exception
+        if before is RETIRING:
+            error = ConnectionDropped(
+                f"connection to {where} lost while the request was outstanding "
+                f"(the connection was being retired): {why}"
+            )
+        elif tlsFailed:
+            # The TLS handshake (or the server's check of our certificate,
+            # which TLS 1.3 reports after it) failed.
+            error = ConnectFailed(f"TLS with {where} failed (wrong, untrusted or expired certificate?): {why}")
+        else:
+            error = ConnectionDropped(f"connection to {where} lost while the request was outstanding: {why}")
+        for request in requests:
+            if not request.called:
+                owner._fail(request, error)
+
+    # -- Helpers -----------------------------------------------------------------
+
+    def _closing(self) -> None:
+        self.state = CLOSING
+        self._owner._connectionUnusable(self)
+
+    def _closeIfQuiet(self) -> None:
+        if not any(self._table.values()):
+            self._table.clear()
+            self.close()
+
+    def _abortClosing(self) -> None:
+        """
+        A graceful close took longer than C{closeTimeout}: the peer neither
+        acknowledged it nor read what was left to send.  Abort.
+        """
+        self._abortCall = None
+        _log.warn(
+            "Connection to {endpoint} took more than closeTimeout={timeout} seconds to close; aborting it",
+            endpoint=self._owner.endpointDescription,
+            timeout=self._options.closeTimeout,
+        )
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def _violated(self, violation: str) -> None:
+        where = self._owner.endpointDescription
+        _log.warn(
+            "Protocol violation from {endpoint}: {violation}; dropping the connection",
+            endpoint=where,
+            violation=violation,
+        )
+        self.abort(ProtocolViolation(f"{where} broke the wire protocol: {violation}"))
+
+    def _failAll(self, error: BaseException) -> None:
+        requests = [request for request in self._table.values() if request is not None]
+        self._table.clear()
+        fail = self._owner._fail
+        for request in requests:
+            if not request.called:
+                fail(request, error)
+
+
+def _asEncoded(requestId: int, frame: bytes) -> bytes:
+    """
+    The send-time encoder of ordered codecs: the client encoded the request.
+    """
+    return frame
+
+
+def _enableKeepAlive(transport: object, idle: float) -> None:
+    """
+    Turn on TCP keepalive probes after C{idle} seconds of silence, every
+    C{idle / 3} seconds, 3 of them: a peer that vanished without a FIN is
+    found in about C{2 * idle} seconds.  Transports that are not TCP are left
+    alone.
+    """
+    setKeepAlive = getattr(transport, "setTcpKeepAlive", None)
+    if setKeepAlive is None:
+        return
+    setKeepAlive(True)
+    handle = getattr(transport, "getHandle", lambda: None)()
+    setsockopt = getattr(handle, "setsockopt", None)
+    if setsockopt is None:
+        return
+    for option, value in [("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", idle / 3), ("TCP_KEEPCNT", 3)]:
+        if hasattr(socket, option):
+            try:
+                setsockopt(socket.IPPROTO_TCP, getattr(socket, option), max(1, int(value)))
+            except OSError:
+                _log.debug("Could not set {option}", option=option)
+
+
+def _isTLSError(reason: Failure) -> bool:
+    """
+    Whether C{reason} is an error of the TLS layer (pyOpenSSL's).
+    """
+    try:
+        from OpenSSL.SSL import Error
+    except ImportError:  # no pyOpenSSL: no TLS either
+        return False
+    return reason.check(Error) is not None
+
+
+__all__ = ["SockShareClientProtocol", "ConnectionState"]

@@ -1,0 +1,86 @@
+"""
+A client's counters as a record: what C{stats()} reports, and how the
+counters of several clients add up (a pool's, a balancer's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Final
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStats:
+    """
+    The counters of one client, or the sum of several.
+
+    Adding two records sums every field but C{peakPending}, which takes the
+    larger of the two: the sum of peaks reached at different moments would
+    overstate what was ever pending at once.
+    """
+
+    #: Requests accepted whose Deferred has not fired (a gauge).
+    pending: int = 0
+    #: The most requests pending at once.
+    peakPending: int = 0
+    #: Usable connections now (a gauge; 0 or 1 for one client).
+    connected: int = 0
+    connectionsOpened: int = 0
+    connectionsClosed: int = 0
+    connectFailures: int = 0
+    #: Requests accepted: C{responses + remoteErrors + failures + pending}.
+    requests: int = 0
+    responses: int = 0
+    remoteErrors: int = 0
+    #: Requests failed by the client side (timeouts and cancels among them).
+    failures: int = 0
+    timeouts: int = 0
+    cancelled: int = 0
+    #: Requests refused at once, never counted in C{requests}.
+    rejected: int = 0
+    lateResponses: int = 0
+    connectionsRetired: int = 0
+
+    @classmethod
+    def fromDict(cls, counters: Mapping[str, int]) -> ClientStats:
+        """
+        The record of a C{stats()} dict; keys it does not know are ignored.
+        """
+        return cls(**{key: counters[key] for key in STAT_KEYS if key in counters})
+
+    def asDict(self) -> dict[str, int]:
+        """
+        The counters as C{stats()} reports them, in L{STAT_KEYS} order.
+        """
+        return asdict(self)
+
+    def __add__(self, other: ClientStats) -> ClientStats:
+        if not isinstance(other, ClientStats):
+            return NotImplemented
+        return ClientStats(
+            **{
+                key: max(mine, theirs) if key == "peakPending" else mine + theirs
+                for key, mine, theirs in zip(STAT_KEYS, _values(self), _values(other), strict=True)
+            }
+        )
+
+    @classmethod
+    def total(cls, records: Iterable[ClientStats]) -> ClientStats:
+        """
+        The sum of C{records} (all zero if there is none).
+        """
+        result = cls()
+        for record in records:
+            result = result + record
+        return result
+
+
+def _values(record: ClientStats) -> list[int]:
+    return [getattr(record, key) for key in STAT_KEYS]
+
+
+#: The keys of a client's C{stats()}, in order.
+STAT_KEYS: Final = tuple(field.name for field in fields(ClientStats))
+
+__all__ = ["ClientStats", "STAT_KEYS"]
