@@ -669,13 +669,13 @@ class SockShareClientFactory(Factory):
             f"the client for {self.endpointDescription} was closed and the request was still pending "
             f"closeTimeout={self.closeTimeout} seconds later"
         )
-        if closing.connecting is not None:
-            self._abandon(closing.connecting, "closing")
         for request in list(self._pending):
             if not request.called:
                 if request.connection is not None:
                     request.connection.forget(request)
                 self._fail(request, error)
+        if closing.connecting is not None:
+            self._abandon(closing.connecting, "closing")
         for connection in list(self._connections):
             connection.abort()
         self._maybeClosed(closing)
