@@ -1,0 +1,183 @@
+"""
+The connection on its own, with a recording owner in place of the client:
+its states, its table, reply matching, and what it tells its owner, in
+which order.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_sockshare._options import ClientOptions
+from twisted_sockshare._request import _Request, cancelRequest
+from twisted_sockshare.codecs import Delimited
+from twisted_sockshare.connection import ConnectionState, SockShareClientProtocol
+from twisted_sockshare.errors import ConnectionDropped, ProtocolViolation
+from twisted_sockshare.wire import ERROR, RESPONSE, encodeFrame
+
+from .helpers import StrictTransport
+
+
+class RecordingOwner:
+    """
+    Records, in order, everything a connection tells its client.
+    """
+
+    endpointDescription = "tcp:backend:9000"
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def _settle(self, request: _Request, kind: int, payload: bytes) -> None:
+        self.events.append(("settle", request, kind, payload))
+
+    def _fail(self, request: _Request, error: BaseException) -> None:
+        self.events.append(("fail", request, type(error)))
+
+    def _lateReply(self) -> None:
+        self.events.append(("late",))
+
+    def _connectionUnusable(self, connection: SockShareClientProtocol) -> None:
+        self.events.append(("unusable", connection.state))
+
+    def _connectionGone(self, connection: SockShareClientProtocol, tlsFailed: bool) -> None:
+        self.events.append(("gone", tlsFailed))
+
+
+class ConnectionTests(SynchronousTestCase):
+    def connect(self, **options: object) -> tuple[SockShareClientProtocol, StrictTransport]:
+        self.owner = RecordingOwner()
+        self.clock = Clock()
+        connection = SockShareClientProtocol(self.owner, ClientOptions(**options), self.clock)  # type: ignore[arg-type]
+        transport = StrictTransport()
+        connection.makeConnection(transport)
+        return connection, transport
+
+    def request(self) -> _Request:
+        request = _Request(cancelRequest)
+        request.deadline = None
+        return request
+
+    def test_repliesMatchedAndSettled(self) -> None:
+        """Replies go to their requests by id, in the order they arrive; unknown ids are late."""
+        connection, transport = self.connect()
+        first, second = self.request(), self.request()
+        connection.send(first, b"a")
+        connection.send(second, b"b")
+        self.assertEqual((first.requestId, second.requestId), (0, 1))
+        self.assertEqual(connection.outstanding, 2)
+        connection.dataReceived(
+            encodeFrame(1, RESPONSE, b"B") + encodeFrame(0, ERROR, b"E") + encodeFrame(7, RESPONSE, b"")
+        )
+        self.assertEqual(
+            self.owner.events,
+            [("settle", second, RESPONSE, b"B"), ("settle", first, ERROR, b"E"), ("late",)],
+        )
+        self.assertEqual(connection.outstanding, 0)
+        self.assertIs(connection.state, ConnectionState.LIVE)
+
+    def test_retireThenQuiet(self) -> None:
+        """Retiring: the owner is told at once; the connection closes itself after its last reply."""
+        connection, transport = self.connect()
+        request = self.request()
+        connection.send(request, b"a")
+        connection.retire()
+        self.assertEqual(self.owner.events, [("unusable", ConnectionState.RETIRING)])
+        self.assertFalse(transport.disconnecting)
+        connection.dataReceived(encodeFrame(0, RESPONSE, b"A"))
+        self.assertIs(connection.state, ConnectionState.CLOSING)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual([call.func.__name__ for call in self.clock.getDelayedCalls()], ["_abortClosing"])
+        connection.connectionLost(Failure(ConnectionLost()))
+        self.assertIs(connection.state, ConnectionState.LOST)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.owner.events[-1], ("gone", False))
+
+    def test_retireIdleClosesAtOnce(self) -> None:
+        """A connection retired with nothing on it closes at once."""
+        connection, transport = self.connect()
+        connection.retire()
+        self.assertIs(connection.state, ConnectionState.CLOSING)
+        self.assertTrue(transport.disconnecting)
+
+    def test_violationFailsAllOnceAfterTellingOwner(self) -> None:
+        """A broken frame: the owner hears 'unusable' first, then each request fails once; more junk does nothing."""
+        connection, transport = self.connect()
+        requests = [self.request() for _ in range(3)]
+        for request in requests:
+            connection.send(request, b"x")
+        connection.dataReceived(b"\x00\x00\x00\x01junk")
+        connection.dataReceived(b"\x00\x00\x00\x01junk")
+        self.assertTrue(transport.aborted)
+        self.assertEqual(self.owner.events[0], ("unusable", ConnectionState.CLOSING))
+        self.assertEqual(self.owner.events[1:], [("fail", r, ProtocolViolation) for r in requests])
+        self.assertEqual(connection.outstanding, 0)
+
+    def test_lostFailsOutstandingAfterGone(self) -> None:
+        """connectionLost: the owner forgets the connection first, then its requests fail with ConnectionDropped."""
+        connection, transport = self.connect()
+        request = self.request()
+        connection.send(request, b"x")
+        connection.connectionLost(Failure(ConnectionLost("peer vanished")))
+        self.assertEqual(self.owner.events, [("gone", False), ("fail", request, ConnectionDropped)])
+
+    def test_orderedForgetKeepsPlace(self) -> None:
+        """With an ordered codec a forgotten request keeps its place, so the next reply is not taken for it."""
+        connection, transport = self.connect(codec=Delimited())
+        first, second = self.request(), self.request()
+        connection.send(first, b"a\r\n")
+        connection.send(second, b"b\r\n")
+        connection.forget(first)
+        connection.dataReceived(b"A\r\nB\r\n")
+        self.assertEqual(self.owner.events, [("late",), ("settle", second, RESPONSE, b"B")])
+
+    def test_orphansCounted(self) -> None:
+        """A request forgotten as an orphan is counted until a late reply comes."""
+        connection, transport = self.connect()
+        request = self.request()
+        connection.send(request, b"a")
+        connection.forget(request, orphan=True)
+        self.assertEqual(connection.orphans, 1)
+        connection.dataReceived(encodeFrame(0, RESPONSE, b"late"))
+        self.assertEqual(connection.orphans, 0)
+        self.assertEqual(self.owner.events, [("late",)])
+
+    def test_repliesOnClosingConnectionAreLate(self) -> None:
+        """After its close began, replies find nothing and count as late; nothing is written."""
+        connection, transport = self.connect(codec=Delimited())
+        connection.close()
+        connection.dataReceived(b"stray\r\n")
+        self.assertEqual(self.owner.events, [("unusable", ConnectionState.CLOSING), ("late",)])
+
+    def test_slowCloseAborted(self) -> None:
+        """A graceful close that does not finish within closeTimeout is aborted."""
+        connection, transport = self.connect(closeTimeout=2.0)
+        connection.close()
+        self.clock.advance(2)
+        self.assertTrue(transport.aborted)
+
+    def test_batchedWritesFromCallbacks(self) -> None:
+        """Requests sent while replies are delivered are written once, after the chunk."""
+        connection, transport = self.connect()
+        owner = self.owner
+        sent: list[_Request] = []
+
+        def settle(request: _Request, kind: int, payload: bytes) -> None:
+            follow = self.request()
+            sent.append(follow)
+            connection.send(follow, payload + b"+")
+
+        owner._settle = settle  # type: ignore[method-assign]
+        for _ in range(3):
+            connection.send(self.request(), b"x")
+        calls = transport.writeCalls
+        connection.dataReceived(b"".join(encodeFrame(i, RESPONSE, b"%d" % i) for i in range(3)))
+        self.assertEqual(transport.writeCalls, calls + 1)
+        self.assertEqual(connection.outstanding, 3)
+
+    def test_stateValuesDocumented(self) -> None:
+        """The four states, in the order of a connection's life."""
+        self.assertEqual([s.value for s in ConnectionState], ["live", "retiring", "closing", "lost"])
