@@ -1,0 +1,39 @@
+"""
+The request object: one per request, kept small.
+"""
+
+from __future__ import annotations
+
+import gc
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_sockshare._request import _Request
+
+
+def _hasOwnDict(cls: type[Deferred[bytes]]) -> bool:
+    """
+    Make many instances of C{cls}, fire them all (which gives each a new
+    attribute, C{result}), then whether one more, fired, carries a dict of
+    its own.
+    """
+    flood = [cls() for _ in range(300)]
+    for d in flood:
+        d.addBoth(lambda result: None)
+        d.callback(b"")
+    last = cls()
+    last.addBoth(lambda result: None)
+    last.callback(b"")
+    return any(isinstance(referent, dict) for referent in gc.get_referents(last))
+
+
+class _PlainRequest(Deferred[bytes]):
+    """A Deferred subclass made the naive way, to show the effect is real."""
+
+
+class SharedKeysTests(SynchronousTestCase):
+    def test_noDictPerRequest(self) -> None:
+        """After a flood of fired requests, a request still shares its class's instance keys (no dict of its own)."""
+        self.assertTrue(_hasOwnDict(_PlainRequest), "the check cannot fail: the effect is gone from this Python")
+        self.assertFalse(_hasOwnDict(_Request))
