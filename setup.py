@@ -36,7 +36,7 @@ setup(
         "test": testRequires,
         "dev": devRequires,
     },
-    entry_points={"console_scripts": ["sockshare = twisted_sockshare.cli:main"]},
+    entry_points={"console_scripts": ["sockshare = twisted_sockshare.bench.cli:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

@@ -5,14 +5,20 @@ a load runs, and the process's open file descriptors, to check for leaks.
 
 from __future__ import annotations
 
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from twisted_sockshare.bench.load import openSockets
 from twisted_sockshare.wire import ERROR, RESPONSE, SERVER_RECEIVES, FrameDecoder, encodeFrame
 
 #: What a L{FaultyBackend} does with each request, by mode.
@@ -27,10 +33,59 @@ MODES = (
 )
 
 
-#: How many sockets this process has open: the file descriptors a client or
-#: server can leak (other kinds, such as Twisted opening C{/dev/null} once,
-#: are not counted).
-openFileDescriptors = openSockets
+def openFileDescriptors() -> int:
+    """
+    How many sockets this process has open: the file descriptors a client or
+    server can leak (other kinds, such as Twisted opening C{/dev/null} once,
+    are not counted).
+    """
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{name}").startswith("socket:")
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            pass
+    return count
+
+
+@dataclass
+class Outcomes:
+    """
+    What a load run saw: C{sent} requests, each counted once in C{seen} by
+    outcome (C{"ok"}, C{"WrongReply"}, or the error's class name).
+    """
+
+    sent: int = 0
+    seen: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def errors(self) -> Counter[str]:
+        return Counter({name: count for name, count in self.seen.items() if name != "ok"})
+
+
+async def keepCalling(request: Callable[[bytes], Deferred[bytes]], callers: int, seconds: float) -> Outcomes:
+    """
+    C{callers} callers, each sending its next request (its own payload, so a
+    reply given to the wrong request shows) as soon as the previous one is
+    answered, for C{seconds}; fires once every request has an outcome.
+    """
+    outcomes = Outcomes()
+    deadline = reactor.seconds() + seconds  # type: ignore[attr-defined]
+
+    async def caller(number: int) -> None:
+        payload = b"caller %d " % number * 4
+        while reactor.seconds() < deadline:  # type: ignore[attr-defined]
+            outcomes.sent += 1
+            d = request(payload)
+            if d.called:  # failed at once: let the reactor run before the next
+                await deferLater(reactor, 0.001)  # type: ignore[arg-type]
+            try:
+                outcomes.seen["ok" if await d == payload else "WrongReply"] += 1
+            except Exception as error:
+                outcomes.seen[type(error).__name__] += 1
+
+    await gatherResults([ensureDeferred(caller(number)) for number in range(callers)])
+    return outcomes
 
 
 class _FaultyProtocol(Protocol):

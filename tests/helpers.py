@@ -9,14 +9,18 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
 from twisted_sockshare.wire import ERROR, REQUEST, RESPONSE, FrameDecoder, encodeFrame
@@ -148,3 +152,23 @@ class RecordingEndpoint:
             return protocol
 
         return self.wrapped.connect(factory).addCallback(record)
+
+
+def readAll(response: Any) -> Deferred[bytes]:
+    """
+    The whole body of an HTTP client response.
+    """
+    done: Deferred[bytes] = Deferred()
+    parts: list[bytes] = []
+    collector = Protocol()
+    collector.dataReceived = parts.append  # type: ignore[method-assign]
+
+    def ended(reason: Failure) -> None:
+        if reason.check(ResponseDone, PotentialDataLoss):
+            done.callback(b"".join(parts))
+        else:
+            done.errback(reason)
+
+    collector.connectionLost = ended  # type: ignore[method-assign]
+    response.deliverBody(collector)
+    return done

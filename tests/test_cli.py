@@ -13,8 +13,8 @@ import sys
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_sockshare.bench.cli import BenchOptions, Options
 from twisted_sockshare.bench.contenders import KINDS
-from twisted_sockshare.cli import BenchOptions, Options
 
 from .helpers import tempPath
 

@@ -14,8 +14,8 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from twisted_sockshare import SockShareClientFactory
-from twisted_sockshare.bench.contenders import readAll
 
+from .helpers import readAll
 from .processes import Twistd
 
 

@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from twisted_sockshare import SockShareClientFactory, SockShareServerFactory
-from twisted_sockshare.gateway import GatewayResource, makeSite
+from twisted_sockshare.demo.gateway import GatewayResource, makeSite
 
 from .faults import openFileDescriptors
 

@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_sockshare import ClientClosed, TooManyPending
-from twisted_sockshare.strategies import PerRequestClient, SerializedClient
+from twisted_sockshare.demo.strategies import PerRequestClient, SerializedClient
 
 from .helpers import FakeEndpoint
 

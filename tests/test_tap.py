@@ -25,9 +25,9 @@ from twisted_sockshare import (
     RequestTimeout,
     TooManyPending,
 )
-from twisted_sockshare.demo import DemoBackend
-from twisted_sockshare.gateway import GatewayResource, metricsText, statusFor
-from twisted_sockshare.tap import ClientOptions, ServerOptions, makeServerService
+from twisted_sockshare.demo.backend import DemoBackend
+from twisted_sockshare.demo.gateway import GatewayResource, metricsText, statusFor
+from twisted_sockshare.demo.tap import ClientOptions, ServerOptions, makeServerService
 
 
 class PluginTests(SynchronousTestCase):
@@ -63,7 +63,7 @@ class OptionsTests(SynchronousTestCase):
     def test_severalBackends(self) -> None:
         """--backend given more than once balances over the endpoints; only with the shared strategy."""
         from twisted_sockshare import SockShareBalancer
-        from twisted_sockshare.tap import makeClientService
+        from twisted_sockshare.demo.tap import makeClientService
 
         options = ClientOptions()
         options.parseOptions(["--listen=tcp:0", "--backend=tcp:127.0.0.1:9001", "-b", "tcp:127.0.0.1:9002"])

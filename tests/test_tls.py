@@ -15,7 +15,7 @@ from twisted.internet.endpoints import SSL4ServerEndpoint, clientFromString, ser
 from twisted.trial.unittest import TestCase
 
 from twisted_sockshare import ConnectFailed, SockShareClientFactory, SockShareServerFactory
-from twisted_sockshare.tap import ClientOptions, ServerOptions
+from twisted_sockshare.demo.tap import ClientOptions, ServerOptions
 
 from .certificates import Authority, writeFiles
 from .helpers import tempPath

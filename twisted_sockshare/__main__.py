@@ -2,6 +2,6 @@
 C{python -m twisted_sockshare}: the C{sockshare} command.
 """
 
-from .cli import main
+from .bench.cli import main
 
 main()

@@ -6,13 +6,13 @@ from twisted.application.service import ServiceMaker
 
 sockshareServer = ServiceMaker(
     "twisted_sockshare demo backend",
-    "twisted_sockshare.tap_server",
+    "twisted_sockshare.demo.tap_server",
     "A demo backend speaking the twisted_sockshare wire protocol (echo, with delays).",
     "sockshare-server",
 )
 sockshareClient = ServiceMaker(
     "twisted_sockshare demo gateway",
-    "twisted_sockshare.tap_client",
+    "twisted_sockshare.demo.tap_client",
     "A demo HTTP API gateway sharing one backend connection among all requests.",
     "sockshare-client",
 )

@@ -31,7 +31,7 @@ from twisted.protocols import amp
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from ..demo import DemoBackend
+from ..demo.backend import DemoBackend
 from ..server import SockShareServerFactory
 
 

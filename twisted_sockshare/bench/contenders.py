@@ -29,7 +29,7 @@ from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
 from ..client import SockShareClientFactory
-from ..strategies import PerRequestClient, SerializedClient
+from ..demo.strategies import PerRequestClient, SerializedClient
 from .backend import Echo
 
 

@@ -17,46 +17,17 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReact
 from twisted.logger import Logger
 from twisted.python import usage
 
-from .client import SockShareClientFactory
-from .demo import DemoBackend
+from ..client import SockShareClientFactory
+from ..pool import SockShareBalancer
+from ..server import SockShareServerFactory
+from .backend import DemoBackend
+from .convert import number, timeout
 from .gateway import GatewayResource, makeSite
-from .pool import SockShareBalancer
-from .server import SockShareServerFactory
 from .strategies import PerRequestClient
 
-_log = Logger(namespace="twisted_sockshare.tap")
+_log = Logger(namespace="twisted_sockshare.demo.tap")
 
 STRATEGIES = ("shared", "per-request")
-
-
-def _number(kind: type, option: str, minimum: float, inclusive: bool = True) -> Any:
-    """
-    A converter for usage.Options that names the option in its errors.
-    """
-    relation = ">=" if inclusive else ">"
-
-    def convert(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise ValueError(f"--{option} takes a number, not {text!r}") from None
-        if value < minimum or (value == minimum and not inclusive):
-            raise ValueError(f"--{option} must be {relation} {minimum}, not {text}")
-        return value
-
-    convert.coerceDoc = f"Must be {relation} {minimum}."  # type: ignore[attr-defined]
-    return convert
-
-
-def _timeout(option: str) -> Any:
-    def convert(text: str) -> float | None:
-        if text.lower() in ("none", "off"):
-            return None
-        value: float | None = _number(float, option, 0, inclusive=False)(text)
-        return value
-
-    convert.coerceDoc = "Seconds (> 0), or 'none' to disable."  # type: ignore[attr-defined]
-    return convert
 
 
 class _PortFileService(StreamServerEndpointService):
@@ -97,21 +68,21 @@ class ServerOptions(usage.Options):
     )
     optParameters = [
         ["listen", "l", "tcp:9000:interface=127.0.0.1", "Endpoint to listen on (a server endpoint string)."],
-        ["delay", None, 0.0, "Seconds of simulated work per request.", _number(float, "delay", 0)],
-        ["jitter", None, 0.0, "Up to this many extra seconds per request, at random.", _number(float, "jitter", 0)],
+        ["delay", None, 0.0, "Seconds of simulated work per request.", number(float, "delay", 0)],
+        ["jitter", None, 0.0, "Up to this many extra seconds per request, at random.", number(float, "jitter", 0)],
         [
             "max-payload",
             None,
             1_048_576,
             "Largest request or response payload, in bytes.",
-            _number(int, "max-payload", 0),
+            number(int, "max-payload", 0),
         ],
         [
             "idle-timeout",
             None,
             None,
             "Close a client connection quiet this many seconds, or with a frame half-sent that long ('none': never).",
-            _timeout("idle-timeout"),
+            timeout("idle-timeout"),
         ],
         ["port-file", None, None, "Write the listening port's number to this file."],
     ]
@@ -150,29 +121,29 @@ class ClientOptions(usage.Options):
     optParameters = [
         ["listen", "l", "tcp:8080:interface=127.0.0.1", "HTTP endpoint to listen on (a server endpoint string)."],
         ["strategy", "s", "shared", f"How to reach the backend: {' or '.join(STRATEGIES)}."],
-        ["idle-timeout", None, 0.0, "Seconds to keep an unused connection open.", _number(float, "idle-timeout", 0)],
+        ["idle-timeout", None, 0.0, "Seconds to keep an unused connection open.", number(float, "idle-timeout", 0)],
         [
             "connect-timeout",
             None,
             10.0,
             "Seconds a connection attempt may take ('none': endpoint's).",
-            _timeout("connect-timeout"),
+            timeout("connect-timeout"),
         ],
         [
             "request-timeout",
             None,
             30.0,
             "Seconds a backend request may take ('none': forever).",
-            _timeout("request-timeout"),
+            timeout("request-timeout"),
         ],
-        ["max-pending", None, 10_000, "Most backend requests outstanding at once.", _number(int, "max-pending", 1)],
-        ["max-payload", None, 1_048_576, "Largest payload, in bytes.", _number(int, "max-payload", 0)],
+        ["max-pending", None, 10_000, "Most backend requests outstanding at once.", number(int, "max-pending", 1)],
+        ["max-payload", None, 1_048_576, "Largest payload, in bytes.", number(int, "max-payload", 0)],
         [
             "drain-timeout",
             None,
             10.0,
             "On shutdown, seconds to let in-flight requests finish.",
-            _number(float, "drain-timeout", 0),
+            number(float, "drain-timeout", 0),
         ],
         ["port-file", None, None, "Write the HTTP port's number to this file."],
     ]

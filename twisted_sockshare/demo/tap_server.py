@@ -1,5 +1,5 @@
 """
-C{twistd sockshare-server}: see L{twisted_sockshare.tap}.
+C{twistd sockshare-server}: see L{twisted_sockshare.demo.tap}.
 """
 
 from .tap import ServerOptions as Options

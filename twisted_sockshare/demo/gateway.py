@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_gateway -*-
+# -*- test-case-name: tests.test_tap -*-
 """
 The demo API gateway: an HTTP API whose every request is exchanged with the
 backend through one client (shared, or one connection per request).
@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from .errors import (
+from ..errors import (
     ConnectFailed,
     ConnectionDropped,
     PayloadTooLarge,

@@ -17,11 +17,11 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.task import react
 from twisted.python import usage
 
-from . import __version__
-from .bench.contenders import KINDS
-from .bench.report import ProgressLine, plot, render, summary, writeJSON
-from .bench.runner import Plan, run
-from .tap import _number
+from .. import __version__
+from ..demo.convert import number
+from .contenders import KINDS
+from .report import ProgressLine, plot, render, summary, writeJSON
+from .runner import Plan, run
 
 
 def _strategyList() -> str:
@@ -46,34 +46,34 @@ class BenchOptions(usage.Options):
             "n",
             None,
             "Requests per measurement (instead of --duration); 0 skips the closed-loop load.",
-            _number(int, "requests", 0),
+            number(int, "requests", 0),
         ],
-        ["duration", "d", None, "Seconds per measurement (default 2).", _number(float, "duration", 0, False)],
-        ["payload-size", None, 64, "Bytes per request payload.", _number(int, "payload-size", 0)],
-        ["delay", None, 0.0, "Seconds of backend work per request.", _number(float, "delay", 0)],
-        ["idle-timeout", None, 1.0, "Linger of shared-linger, in seconds.", _number(float, "idle-timeout", 0)],
+        ["duration", "d", None, "Seconds per measurement (default 2).", number(float, "duration", 0, False)],
+        ["payload-size", None, 64, "Bytes per request payload.", number(int, "payload-size", 0)],
+        ["delay", None, 0.0, "Seconds of backend work per request.", number(float, "delay", 0)],
+        ["idle-timeout", None, 1.0, "Linger of shared-linger, in seconds.", number(float, "idle-timeout", 0)],
         ["backend", "b", None, "Bench a running sockshare-server at this client endpoint instead."],
-        ["warmup", None, 200, "Requests sent before each measurement.", _number(int, "warmup", 0)],
-        ["bursts", None, 0, "Also run this many bursts per strategy (0: none).", _number(int, "bursts", 0)],
-        ["burst-size", None, 100, "Requests per burst, sent at once.", _number(int, "burst-size", 1)],
-        ["burst-gap", None, 0.05, "Seconds between bursts.", _number(float, "burst-gap", 0)],
-        ["memory", None, 0, "Also measure memory with this many requests outstanding.", _number(int, "memory", 0)],
+        ["warmup", None, 200, "Requests sent before each measurement.", number(int, "warmup", 0)],
+        ["bursts", None, 0, "Also run this many bursts per strategy (0: none).", number(int, "bursts", 0)],
+        ["burst-size", None, 100, "Requests per burst, sent at once.", number(int, "burst-size", 1)],
+        ["burst-gap", None, 0.05, "Seconds between bursts.", number(float, "burst-gap", 0)],
+        ["memory", None, 0, "Also measure memory with this many requests outstanding.", number(int, "memory", 0)],
         ["json", None, None, "Write the results as JSON to this file."],
         ["plot", None, None, "Draw requests/s and p99 against concurrency to this .png or .svg (needs matplotlib)."],
-        ["seed", None, 1, "Seed of the order the strategies run in.", _number(int, "seed", 0)],
+        ["seed", None, 1, "Seed of the order the strategies run in.", number(int, "seed", 0)],
         [
             "restart-every",
             None,
             None,
             "Kill and restart the backend process every this many seconds during each measurement (a soak).",
-            _number(float, "restart-every", 0, False),
+            number(float, "restart-every", 0, False),
         ],
         [
             "repeat",
             "r",
             1,
             "Measure each case this many times, interleaved; report the median.",
-            _number(int, "repeat", 1),
+            number(int, "repeat", 1),
         ],
     ]
     optFlags = [
@@ -108,7 +108,7 @@ class BenchOptions(usage.Options):
         """
         for one in value.split(","):
             try:
-                self["concurrencies"].append(_number(int, "concurrency", 1)(one))
+                self["concurrencies"].append(number(int, "concurrency", 1)(one))
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
 
@@ -178,7 +178,7 @@ class DemoOptions(usage.Options):
         "strategy for a moment (about 15 s in all); print what each achieved, and what it shows."
     )
     optParameters: list[Any] = [
-        ["duration", "d", 1.5, "Seconds per strategy.", _number(float, "duration", 0, False)],
+        ["duration", "d", 1.5, "Seconds per strategy.", number(float, "duration", 0, False)],
     ]
 
     def plan(self) -> Plan:

@@ -1,5 +1,5 @@
 """
-C{twistd sockshare-client}: see L{twisted_sockshare.tap}.
+C{twistd sockshare-client}: see L{twisted_sockshare.demo.tap}.
 """
 
 from .tap import ClientOptions as Options

@@ -11,8 +11,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock, fail, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
-from .client import SockShareClientFactory
-from .errors import ClientClosed, TooManyPending
+from ..client import SockShareClientFactory
+from ..errors import ClientClosed, TooManyPending
 
 
 class PerRequestClient:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_demo -*-
+# -*- test-case-name: tests.test_tap -*-
 """
 The demo backend's request handler: an echo server with a few documented
 operations that make the demo telling.
