@@ -34,6 +34,12 @@ from .backend import Echo
 
 
 class Contender(TypingProtocol):
+    """
+    What the benchmark drives: the part of
+    L{twisted_sockshare.interfaces.ISockShareClient} that other tools (raw,
+    AMP, HTTP) can offer too.  The library's strategies provide all of it.
+    """
+
     def request(self, payload: bytes) -> Deferred[bytes]: ...
 
     def close(self) -> Deferred[Any]: ...

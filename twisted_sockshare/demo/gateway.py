@@ -12,7 +12,7 @@ backend through one client (shared, or one connection per request).
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
@@ -28,17 +28,7 @@ from ..errors import (
     RequestTimeout,
     TooManyPending,
 )
-
-
-class Backend(Protocol):
-    """
-    What the gateway needs of a client.
-    """
-
-    def request(self, payload: bytes) -> Deferred[bytes]: ...
-
-    def stats(self) -> dict[str, int]: ...
-
+from ..interfaces import ISockShareClient
 
 #: Seconds a client is told to wait (C{Retry-After}) when the backend is saturated.
 RETRY_AFTER = 1
@@ -187,7 +177,7 @@ class GatewayResource(Resource):
     @ivar inFlight: the backend requests not answered yet.
     """
 
-    def __init__(self, backend: Backend, strategy: str, backendDescription: str) -> None:
+    def __init__(self, backend: ISockShareClient, strategy: str, backendDescription: str) -> None:
         super().__init__()
         self.backend = backend
         self.strategy = strategy

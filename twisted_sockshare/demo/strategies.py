@@ -5,16 +5,19 @@ Other ways to talk to a backend, kept to compare against the shared client.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock, fail, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from zope.interface import implementer
 
 from ..client import SockShareClientFactory
 from ..errors import ClientClosed, TooManyPending
+from ..interfaces import ISockShareClient
+from ..stats import ClientStats
 
 
+@implementer(ISockShareClient)
 class PerRequestClient:
     """
     The legacy strategy the shared client replaces: every request opens its
@@ -42,7 +45,8 @@ class PerRequestClient:
         self._reactor = reactor
         self._options = options
         self._clients: set[SockShareClientFactory] = set()
-        self._totals: Counter[str] = Counter()
+        self._retiredStats = ClientStats()
+        self._rejected = 0
         self._peakPending = 0
         self._closing = False
         # Validate the options once, up front.
@@ -73,7 +77,7 @@ class PerRequestClient:
         """
         Refuse as the shared client would: closed, or C{maxPending} connections open.
         """
-        self._totals["rejected"] += 1
+        self._rejected += 1
         where = self._template.endpointDescription
         if self._closing:
             return fail(ClientClosed(f"the client for {where} is closed; make a new one"))
@@ -86,7 +90,7 @@ class PerRequestClient:
 
     def _retire(self, _: object, client: SockShareClientFactory) -> None:
         self._clients.discard(client)
-        self._totals.update(client.stats())
+        self._retiredStats += ClientStats.fromDict(client.stats())
 
     def close(self) -> Deferred[None]:
         """
@@ -102,15 +106,18 @@ class PerRequestClient:
         """
         The sum of every connection's counters (see L{SockShareClientFactory.stats}).
         """
-        totals = Counter(self._totals)
-        for client in self._clients:
-            totals.update(client.stats())
-        totals["pending"] = self.pending
-        totals["peakPending"] = self._peakPending
-        totals["connected"] = int(self.connected)
-        return {key: totals[key] for key in SockShareClientFactory.statKeys}
+        totals = ClientStats.total([self._retiredStats, *(ClientStats.fromDict(c.stats()) for c in self._clients)])
+        out = totals.asDict()
+        out.update(
+            pending=self.pending,
+            peakPending=self._peakPending,
+            connected=int(self.connected),
+            rejected=totals.rejected + self._rejected,
+        )
+        return out
 
 
+@implementer(ISockShareClient)
 class SerializedClient:
     """
     One connection kept open, one request at a time: a request waits until
