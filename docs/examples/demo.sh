@@ -2,13 +2,40 @@
 # Start the demo backend and the demo gateway (twistd plugins), send requests
 # through the gateway, show its counters, and stop both.
 set -eu
+if ! twistd --help 2>/dev/null | grep -q sockshare-server; then
+    echo "demo.sh: twistd does not list the sockshare-server plugin." >&2
+    echo "Install the project first: pip install .  (from a clone, for development:" >&2
+    echo "pip install -e . --config-settings editable_mode=compat, so that twistd finds ./twisted/plugins)" >&2
+    exit 1
+fi
 dir=$(mktemp -d)
+server= client=
+cleanup() {
+    [ -n "$client" ] && kill -TERM "$client" 2>/dev/null
+    [ -n "$server" ] && kill -TERM "$server" 2>/dev/null
+    wait 2>/dev/null || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+# Wait up to 15 s for a process to write its port file; fail with its log if it does not.
+waitForPort() {
+    tries=150
+    while [ ! -s "$dir/$1.port" ]; do
+        tries=$((tries - 1))
+        if [ "$tries" -eq 0 ] || ! kill -0 "$2" 2>/dev/null; then
+            echo "demo.sh: twistd $1 did not start; its log:" >&2
+            cat "$dir/$1.log" >&2 || true
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
 twistd -n --pidfile= --logfile "$dir/server.log" sockshare-server --listen tcp:0:interface=127.0.0.1 --port-file "$dir/server.port" --delay 0.2 &
 server=$!
-while [ ! -s "$dir/server.port" ]; do sleep 0.1; done
+waitForPort server "$server"
 twistd -n --pidfile= --logfile "$dir/client.log" sockshare-client --listen tcp:0:interface=127.0.0.1 --port-file "$dir/client.port" --backend "tcp:127.0.0.1:$(cat "$dir/server.port")" &
 client=$!
-while [ ! -s "$dir/client.port" ]; do sleep 0.1; done
+waitForPort client "$client"
 api="http://127.0.0.1:$(cat "$dir/client.port")"
 python3 - "$api" <<'PY'
 import json, sys, urllib.request
@@ -26,6 +53,3 @@ stats = json.load(urllib.request.urlopen(api + "/stats"))
 print("GET /stats:", json.dumps(stats))
 print(f"{stats['responses']} backend requests shared {stats['connectionsOpened']} connection(s)")
 PY
-kill -TERM "$client" "$server"
-wait "$client" "$server" 2>/dev/null || true
-rm -rf "$dir"
