@@ -14,15 +14,20 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
+    from twisted.internet.interfaces import IStreamClientEndpoint
     from twisted.internet.task import Clock
     from twisted.internet.testing import StringTransport
 
+    from zope.interface import implementer
+
     from twisted_sockshare import SockShareClientFactory, SockShareServerFactory
+    from twisted_sockshare.connection import ConnectionState
     from twisted_sockshare.wire import HEADER_SIZE
 
 MAX_PAYLOAD = 64
 
 
+@implementer(IStreamClientEndpoint)
 class _Endpoint:
     def __init__(self) -> None:
         self.protocol = None
@@ -61,7 +66,7 @@ def _client(pieces: list[bytes]) -> None:
         client.request(b"%d" % i).addBoth(fired.append)
     protocol = endpoint.protocol
     for piece in pieces:
-        if protocol.lost or protocol.closing:  # type: ignore[union-attr]
+        if protocol.state is not ConnectionState.LIVE:  # type: ignore[union-attr]
             break
         protocol.dataReceived(piece)  # type: ignore[union-attr]
         assert protocol._decoder.buffered < HEADER_SIZE + MAX_PAYLOAD  # type: ignore[union-attr]
