@@ -62,3 +62,24 @@ class LayoutTests(SynchronousTestCase):
         """The import scanner sees relative and absolute imports."""
         self.assertIn("..demo.convert", importsOf(PACKAGE / "bench" / "cli.py"))
         self.assertIn("twisted.internet.defer", importsOf(PACKAGE / "client.py"))
+
+
+class DocsTests(SynchronousTestCase):
+    def test_sharingDiagramNamesTheCodesStates(self) -> None:
+        """docs/sharing.rst draws every state the client and the connection have, by the code's names."""
+        from twisted_sockshare import client
+        from twisted_sockshare.connection import ConnectionState
+
+        text = (PACKAGE.parent / "docs" / "sharing.rst").read_text()
+        diagrams = " ".join("".join(text.split("::\n")[1:3]).split())
+        # The client's states are the small slotted classes client.py defines.
+        states = [
+            name[1:]
+            for name, value in vars(client).items()
+            if isinstance(value, type) and value.__module__ == client.__name__ and "__slots__" in vars(value)
+        ]
+        self.assertEqual(sorted(states), ["Closed", "Closing", "Connected", "Connecting", "Idle"])
+        for name in states:
+            self.assertIn(f"| {name} |", diagrams)
+        for state in ConnectionState:
+            self.assertIn(f"| {state.name} |", diagrams)
