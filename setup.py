@@ -17,7 +17,7 @@ testRequires = plotRequires + [
     "service_identity",
     "pyOpenSSL",
 ]
-devRequires = testRequires + ["mypy>=1.10", "mypy-zope>=1.0", "ruff>=0.5", "sphinx>=7"]
+devRequires = testRequires + ["mypy>=1.10", "mypy-zope>=1.0", "ruff>=0.5", "sphinx>=7", "pydoctor>=24"]
 
 setup(
     name="twisted_sockshare",

@@ -1,9 +1,10 @@
 """Sphinx configuration for twisted_sockshare's documentation."""
 
-import os
+import pathlib
 import sys
 
-sys.path.insert(0, os.path.abspath(".."))
+_ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(_ROOT))
 
 from twisted_sockshare import __version__  # noqa: E402
 
@@ -12,28 +13,22 @@ author = "The twisted_sockshare developers"
 copyright = "2026, " + author
 version = release = __version__
 
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.viewcode"]
-autodoc_member_order = "bysource"
-autodoc_typehints = "description"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+extensions = ["sphinx.ext.intersphinx", "pydoctor.sphinx_ext.build_apidocs"]
 exclude_patterns = ["_build", "examples"]
 html_theme = "alabaster"
 nitpicky = False
+intersphinx_mapping: dict = {}
 
-# Our docstrings are epytext, as in Twisted; turn their fields and markup into
-# reStructuredText for autodoc.
-import re  # noqa: E402
-
-_FIELD = re.compile(r"^(\s*)@(param|type|return|rtype|raise|ivar|cvar|var)\b\s*([^:]*):")
-_MARKUP = re.compile(r"([LCIB])\{([^{}]*)\}")
-_ROLES = {"L": "``{}``", "C": "``{}``", "I": "*{}*", "B": "**{}**"}
-
-
-def _epytextToRest(app, what, name, obj, options, lines):
-    for i, line in enumerate(lines):
-        line = _FIELD.sub(lambda m: f"{m.group(1)}:{m.group(2)}{' ' + m.group(3) if m.group(3) else ''}:", line)
-        lines[i] = _MARKUP.sub(lambda m: _ROLES[m.group(1)].format(m.group(2)), line)
-
-
-def setup(app):
-    app.connect("autodoc-process-docstring", _epytextToRest)
+# The API reference is generated from the docstrings (epytext, as in Twisted)
+# by pydoctor, as Twisted's own documentation is, into api/ of the HTML
+# output; its inventory lets the narrative pages link to it.
+pydoctor_args = [
+    "--quiet",
+    "--project-name=twisted_sockshare",
+    f"--project-version={version}",
+    "--docformat=epytext",
+    f"--project-base-dir={_ROOT}",
+    "--html-output={outdir}/api",
+    str(_ROOT / "twisted_sockshare"),
+]
+pydoctor_url_path = "api/"
