@@ -17,7 +17,6 @@ with atheris.instrument_imports():
     from twisted.internet.interfaces import IStreamClientEndpoint
     from twisted.internet.task import Clock
     from twisted.internet.testing import StringTransport
-
     from zope.interface import implementer
 
     from twisted_sockshare import SockShareClientFactory, SockShareServerFactory

@@ -42,6 +42,13 @@ class ExampleTests(SynchronousTestCase):
             "[b'HELLO 0', b'HELLO 1'] ... 100 replies over 1 connection\n",
         )
 
+    def test_testingDoubles(self) -> None:
+        """docs/testing.rst's example tests code against the stub and the in-memory backend."""
+        self.assertEqual(
+            self.runExample("testing_with_doubles.py"),
+            "stub: hello ada [b'HELLO Ada']\nmemory: ['Hello Ada', 'Hello Grace'] over 1 connection\n",
+        )
+
     def test_readmeUsage(self) -> None:
         """The README's usage example runs as written and prints what the README says."""
         with open(os.path.join(os.path.dirname(EXAMPLES), "..", "README.md"), encoding="utf-8") as readme:
