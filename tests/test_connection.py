@@ -11,11 +11,11 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_sockshare._options import ClientOptions
 from twisted_sockshare._request import _Request, cancelRequest
 from twisted_sockshare.codecs import Delimited
 from twisted_sockshare.connection import ConnectionState, SockShareClientProtocol
 from twisted_sockshare.errors import ConnectionDropped, ProtocolViolation
+from twisted_sockshare.options import ClientOptions
 from twisted_sockshare.wire import ERROR, RESPONSE, encodeFrame
 
 from .helpers import StrictTransport

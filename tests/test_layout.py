@@ -67,12 +67,12 @@ class LayoutTests(SynchronousTestCase):
 class DocsTests(SynchronousTestCase):
     def test_sharingDiagramNamesTheCodesStates(self) -> None:
         """docs/sharing.rst draws every state the client and the connection have, by the code's names."""
-        from twisted_sockshare import client
+        from twisted_sockshare import _states as client
         from twisted_sockshare.connection import ConnectionState
 
         text = (PACKAGE.parent / "docs" / "sharing.rst").read_text()
         diagrams = " ".join("".join(text.split("::\n")[1:3]).split())
-        # The client's states are the small slotted classes client.py defines.
+        # The client's states are the small slotted classes _states.py defines.
         states = [
             name[1:]
             for name, value in vars(client).items()

@@ -177,7 +177,7 @@ class SharedClientMachine(RuleBasedStateMachine):
     def timersOwned(self) -> None:
         names = [call.func.__name__ for call in self.clock.getDelayedCalls()]
         assert names.count("_checkDeadlines") <= 1, names
-        assert names.count("_connectTimedOut") == len(self.openAttempts()), names
+        assert names.count("abandon") == len(self.openAttempts()), names
         idle = names.count("_closeIdle")
         assert idle == 0 or (idle == 1 and self.client.connected and self.client.pending == 0), names
         assert names.count("_closeTimedOut") <= (1 if self.closed is not None and not self.closed else 0), names

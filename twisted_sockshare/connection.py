@@ -26,8 +26,8 @@ from .errors import ConnectFailed, ConnectionDropped, ProtocolViolation
 from .wire import MAX_REQUEST_ID, MIN_LENGTH, REQUEST, packHeader
 
 if TYPE_CHECKING:
-    from ._options import ClientOptions
     from ._request import _Request
+    from .options import ClientOptions
 
 _log = Logger(namespace="twisted_sockshare.connection")
 

@@ -17,11 +17,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._options import ClientOptions
 from ._reactor import maybeGlobalReactor
 from .client import SockShareClientFactory
 from .errors import ClientClosed, ConnectFailed
 from .interfaces import ISockShareClient
+from .options import ClientOptions
 from .stats import ClientStats
 
 _log = Logger(namespace="twisted_sockshare.pool")

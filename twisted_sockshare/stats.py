@@ -83,4 +83,48 @@ def _values(record: ClientStats) -> list[int]:
 #: The keys of a client's C{stats()}, in order.
 STAT_KEYS: Final = tuple(field.name for field in fields(ClientStats))
 
+
+class _ClientCounters:
+    """
+    The counters of L{twisted_sockshare.SockShareClientFactory}, mixed into
+    it so that counting stays a plain attribute increment on the request
+    path.  Each starts at 0 here, on the class.
+    """
+
+    _peakPending = 0
+    _connectionsOpened = 0
+    _connectionsClosed = 0
+    _connectFailures = 0
+    _responses = 0
+    _remoteErrors = 0
+    _failures = 0
+    _timeouts = 0
+    _cancelled = 0
+    _rejected = 0
+    _lateResponses = 0
+    _retired = 0
+
+    def _counters(self, pending: int, connected: bool) -> ClientStats:
+        """
+        The counters, with the two gauges the client knows.
+        """
+        return ClientStats(
+            pending=pending,
+            peakPending=self._peakPending,
+            connected=int(connected),
+            connectionsOpened=self._connectionsOpened,
+            connectionsClosed=self._connectionsClosed,
+            connectFailures=self._connectFailures,
+            requests=self._responses + self._remoteErrors + self._failures + pending,
+            responses=self._responses,
+            remoteErrors=self._remoteErrors,
+            failures=self._failures,
+            timeouts=self._timeouts,
+            cancelled=self._cancelled,
+            rejected=self._rejected,
+            lateResponses=self._lateResponses,
+            connectionsRetired=self._retired,
+        )
+
+
 __all__ = ["ClientStats", "STAT_KEYS"]

@@ -1,5 +1,6 @@
+# -*- test-case-name: tests.test_findings -*-
 """
-A shared client's options, checked once, in one place.
+A shared client's options, documented and checked once, in one place.
 
 Every option is checked when the client is made, with a message naming the
 option and the value it was given: a wrong type is a C{TypeError}, a value
@@ -81,20 +82,52 @@ def parseEndpoint(reactor: Any, endpoint: object) -> tuple[IStreamClientEndpoint
 @dataclass(frozen=True, slots=True)
 class ClientOptions:
     """
-    The keyword options of L{twisted_sockshare.SockShareClientFactory},
-    checked when made; see the client for what each one means.
+    The keyword options of L{twisted_sockshare.SockShareClientFactory}, which
+    checks them by making one of these (also its C{options} attribute).
+    Seconds may be given as C{int} or C{float}; L{None} means no limit where
+    it is allowed.
     """
 
+    #: Seconds to keep the connection open once no request is pending: C{0}
+    #: closes it as soon as the callbacks of the last response have run;
+    #: L{None} keeps it open until C{close()} (or until it fails).
     idleTimeout: float | None = 0.0
+    #: Seconds a connection attempt may take before the requests waiting on
+    #: it fail with C{ConnectFailed}; L{None} leaves it to the endpoint.
     connectTimeout: float | None = 10.0
+    #: Seconds from C{request()} to the reply before the request fails with
+    #: C{RequestTimeout}; L{None}: no timeout.
     requestTimeout: float | None = 30.0
+    #: The most requests pending at once; one more fails at once with
+    #: C{TooManyPending}.
     maxPending: int = 10_000
+    #: The largest payload, in bytes, sent (a larger one fails at once with
+    #: C{PayloadTooLarge}) or received (a larger reply is a
+    #: C{ProtocolViolation}).
     maxPayload: int = 1_048_576
+    #: Drop the connection when a request times out (the other requests on
+    #: it fail with C{ConnectionDropped}); if false only the late request
+    #: fails and its reply is discarded when it comes.
     resetOnTimeout: bool = True
+    #: Seconds C{close()} lets pending requests finish (then they fail with
+    #: C{ClientClosed} and the connections are aborted), and seconds a
+    #: connection's graceful close may take before it is aborted.
     closeTimeout: float = 10.0
+    #: If not L{None}, TCP keepalive probes start after this many seconds of
+    #: silence (at least 1), so a backend that vanished without closing is
+    #: found in about twice that long.
     keepAlive: float | None = None
+    #: How requests and replies are written and matched
+    #: (L{twisted_sockshare.codecs}); this project's multiplexed frames if
+    #: L{None}.  An ordered (FIFO) codec needs C{resetOnTimeout}.
     codec: Codec | None = None
+    #: Seconds after which a connection takes no new requests: the next
+    #: request opens a fresh connection while the old one finishes what it
+    #: has, then closes.  L{None}: no limit.
     maxLifetime: float | None = None
+    #: With C{resetOnTimeout=False}, retire a connection (as for
+    #: C{maxLifetime}) once more than this many of its requests timed out
+    #: with no reply seen yet.  L{None}: no limit.
     maxOrphans: int | None = None
 
     def __post_init__(self) -> None:

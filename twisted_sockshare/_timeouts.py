@@ -1,0 +1,100 @@
+"""
+Request timeouts of a shared client: one timer for all of them.
+
+All requests of a client share one C{requestTimeout}, so their deadlines are
+in the order the requests were made, which is the order of the client's
+pending dict.  One timer is set for the oldest pending request's deadline;
+answering a request does not touch it; when it fires it times out what is
+due and moves itself to the next oldest deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from ._request import _Request
+from .connection import CLOSING, LOST, SockShareClientProtocol
+from .errors import ConnectionDropped, RequestTimeout
+
+_log = Logger(namespace="twisted_sockshare.client")
+
+
+class _RequestTimeouts:
+    """
+    The request timeouts of L{twisted_sockshare.SockShareClientFactory},
+    mixed into it: what a timed-out request does to its connection depends
+    on C{resetOnTimeout} and C{maxOrphans}.
+    """
+
+    #: The one timer of every request timeout.
+    _deadlineCall: IDelayedCall | None = None
+
+    # What the client provides.
+    _pending: dict[_Request, None]
+    _clock: IReactorTime
+    _seconds: Callable[[], float]
+    endpointDescription: str
+    requestTimeout: float | None
+    resetOnTimeout: bool
+    maxOrphans: int | None
+    _timeouts: int
+    _fail: Callable[[_Request, BaseException], None]
+    _retire: Callable[[SockShareClientProtocol, str], Any]
+
+    def _checkDeadlines(self) -> None:
+        """
+        Time out the requests past their deadline.  One timer serves every
+        request: it is set for the oldest pending request's deadline, and
+        moved forward when that request has already been answered.
+        """
+        self._deadlineCall = None
+        now = self._seconds()
+        expired = []
+        for request in self._pending:
+            if request.deadline > now:  # type: ignore[operator]
+                break
+            expired.append(request)
+        for request in expired:
+            if not request.called:
+                self._timedOut(request)
+        if self._pending:
+            # A request made by an errback above may have set a later timer.
+            self._cancelDeadlines()
+            deadline: float = next(iter(self._pending)).deadline  # type: ignore[assignment]
+            self._deadlineCall = self._clock.callLater(max(0.0, deadline - now), self._checkDeadlines)
+
+    def _timedOut(self, request: _Request) -> None:
+        self._timeouts += 1
+        where = self.endpointDescription
+        error = RequestTimeout(f"no response from {where} within requestTimeout={self.requestTimeout} seconds")
+        connection = request.connection
+        if connection is None or connection.state is CLOSING or connection.state is LOST:
+            self._fail(request, error)
+        elif self.resetOnTimeout:
+            others = connection.outstanding - 1
+            _log.warn(
+                "Request to {where} timed out; resetting its connection ({others} others fail)",
+                where=where,
+                others=others,
+            )
+            connection.forget(request)
+            connection.abort(
+                ConnectionDropped(
+                    f"connection to {where} was reset because another request on it timed out (resetOnTimeout=True)"
+                )
+            )
+            self._fail(request, error)
+        else:
+            connection.forget(request, orphan=True)
+            self._fail(request, error)
+            if self.maxOrphans is not None and connection.orphans > self.maxOrphans:
+                self._retire(connection, f"more than maxOrphans={self.maxOrphans} timed-out requests")
+
+    def _cancelDeadlines(self) -> None:
+        if self._deadlineCall is not None:
+            self._deadlineCall.cancel()
+            self._deadlineCall = None
