@@ -21,6 +21,7 @@ from .errors import (
     SockShareError,
     TooManyPending,
 )
+from .interfaces import ISockShareClient
 from .pool import SockShareBalancer, SockSharePool
 from .server import SockShareServerFactory, SockShareServerProtocol
 
@@ -28,6 +29,7 @@ __all__ = [
     "__version__",
     "SockShareClientFactory",
     "SockShareClientProtocol",
+    "ISockShareClient",
     "SockShareServerFactory",
     "SockShareServerProtocol",
     "SockSharePool",
