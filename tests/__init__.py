@@ -16,20 +16,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-settings.register_profile(
-    "ci",
-    derandomize=True,
-    database=None,
-    deadline=None,
-    max_examples=300,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile(
-    "search",
-    derandomize=False,
-    database=None,
-    deadline=None,
-    max_examples=5_000,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+_COMMON = {"database": None, "deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("ci", derandomize=True, max_examples=300, **_COMMON)
+settings.register_profile("search", derandomize=False, max_examples=5_000, **_COMMON)
 settings.load_profile(os.environ.get("SOCKSHARE_HYPOTHESIS", "ci"))
