@@ -9,12 +9,17 @@ variable C{SOCKSHARE_HYPOTHESIS}:
     - C{search}: the broad random search, many more examples with fresh
       randomness each run, run on purpose (see the README).
 
-Neither writes an example database into the working tree.
+Neither keeps an example database, and Hypothesis's own caches go to the
+system's temporary directory, never into the working tree.
 """
 
 import os
+import tempfile
 
 from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
+
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "sockshare-hypothesis"))
 
 _COMMON = {"database": None, "deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 settings.register_profile("ci", derandomize=True, max_examples=300, **_COMMON)
