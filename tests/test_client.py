@@ -162,7 +162,7 @@ class CountedTests(ClientTestCase):
     def test_requestsFromResponseCallbacksCoalesced(self) -> None:
         """
         Requests sent by the callbacks of responses that arrived in one
-        chunk are written together, with one writeSequence.
+        chunk are written together, with one write.
         """
         client = self.makeClient()
         for i in range(3):
