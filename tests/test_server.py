@@ -169,6 +169,12 @@ class ServerTests(SynchronousTestCase):
                 "errors": 1,
                 "violations": 0,
                 "idleClosed": 0,
+                "refusedConnections": 0,
+                "pausedConnections": 0,
+                "pauses": 0,
+                "handlerTimeouts": 0,
+                "frameTimeouts": 0,
+                "peakInFlight": 0,
             },
         )
         self.flushLoggedErrors(RuntimeError)

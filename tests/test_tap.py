@@ -94,6 +94,36 @@ class OptionsTests(SynchronousTestCase):
         e = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, ["--idle-timeout=0"])
         self.assertIn("--idle-timeout must be > 0", str(e))
 
+    def test_serverBounds(self) -> None:
+        """The bounds' flags reach the server factory; the demo sets a handler timeout; bad values are refused."""
+        options = ServerOptions()
+        options.parseOptions(["--listen=tcp:0"])
+        factory = makeServerService(options).factory  # type: ignore[attr-defined]
+        self.assertEqual((factory.maxInFlight, factory.handlerTimeout, factory.frameTimeout), (1_000, 30.0, 30.0))
+        options = ServerOptions()
+        options.parseOptions(
+            [
+                "--listen=tcp:0",
+                "--max-in-flight=50",
+                "--max-connections=7",
+                "--handler-timeout=none",
+                "--frame-timeout=2",
+            ]
+        )
+        factory = makeServerService(options).factory  # type: ignore[attr-defined]
+        self.assertEqual(
+            (factory.maxInFlight, factory.maxConnections, factory.handlerTimeout, factory.frameTimeout),
+            (50, 7, None, 2.0),
+        )
+        for bad, text in [
+            ("--max-in-flight=0", "--max-in-flight must be >= 1"),
+            ("--max-connections=lots", "--max-connections takes a number"),
+            ("--handler-timeout=nan", "--handler-timeout takes a finite number"),
+            ("--frame-timeout=-1", "--frame-timeout must be > 0"),
+        ]:
+            e = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, [bad])
+            self.assertIn(text, str(e))
+
     def test_clientDefaults(self) -> None:
         """The gateway's defaults match the library's."""
         options = ClientOptions()

@@ -1,25 +1,44 @@
 # -*- test-case-name: tests.test_server -*-
 """
-The server side: answer request frames with a handler, concurrently.
+The server side: answer request frames with a handler, concurrently, with
+bounded memory and work per client.
 
 Each request is handed to the handler as soon as its frame is complete;
 responses are written as the handler's results come in, so they may leave in
 another order than the requests came.  A handler's exception becomes an ERROR
 frame for that request only.
+
+What one client can make the server hold is bounded by default:
+
+    - C{maxInFlight} requests in its handlers per connection: at the mark
+      the server stops reading from that connection, and TCP flow control
+      holds the client back; nothing is dropped, nothing fails;
+    - the responses it does not read: the connection is the transport's
+      producer, so while the transport's write buffer is full the server
+      stops reading requests from it too;
+    - C{maxConnections} connections for the whole server; one more is
+      closed at once;
+    - C{frameTimeout} seconds for a frame to arrive once it started, and a
+      length field below 5 is refused as soon as its 4 bytes are in.
 """
 
 from __future__ import annotations
 
+import resource
+from collections import deque
 from collections.abc import Awaitable, Callable
 from inspect import isawaitable
 from typing import Union
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from ._reactor import maybeGlobalReactor
+from .options import _count, _seconds
 from .wire import ERROR, MIN_LENGTH, RESPONSE, SERVER_RECEIVES, FrameDecoder, encodeFrame
 
 #: What a handler may return: the response's bytes, or a Deferred or
@@ -41,43 +60,265 @@ def describeError(error: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+def defaultMaxConnections() -> int:
+    """
+    The default C{maxConnections}: the process's soft limit of open files,
+    less a tenth of it (at least 32) kept for listening sockets, log files
+    and the application's own connections.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(1, soft - max(32, soft // 10))
+
+
+@implementer(IPushProducer)
 class SockShareServerProtocol(Protocol):
     """
     One client connection of a L{SockShareServerFactory}.
+
+    It is its transport's producer: the transport pauses it while its write
+    buffer is full (the client is not reading the responses), and it then
+    stops reading requests, as it does while C{maxInFlight} handlers run.
     """
 
     def __init__(self, factory: SockShareServerFactory) -> None:
         self._factory = factory
         self._handler = factory.handler
+        self._clock = factory.clock
         self._decoder = FrameDecoder(factory.maxPayload, SERVER_RECEIVES)
         self._inFlight: dict[int, Deferred[bytes]] = {}
+        # Frames decoded while reading was paused, handled once it resumes:
+        # at most one received chunk's worth.
+        self._backlog: deque[tuple[int, int, bytes]] = deque()
+        # Why reading is paused: too many handlers running, the client not
+        # reading its responses; and whether the transport was told.
+        self._busy = False
+        self._blocked = False
+        self._paused = False
         self._lost = False
         self._lastActive = 0.0
         self._idleCall: IDelayedCall | None = None
+        # When the frame now incomplete began (None: none is), and its timer.
+        self._partialSince: float | None = None
+        self._frameCall: IDelayedCall | None = None
+        # Handler deadlines by request id, in the order they started.
+        self._deadlines: dict[int, float] = {}
+        self._handlerCall: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
-        self._factory._connectionMade()
-        if self._factory.idleTimeout is not None:
-            self._lastActive = self._factory.clock.seconds()
-            self._idleCall = self._factory.clock.callLater(self._factory.idleTimeout, self._checkIdle)
+        factory = self._factory
+        factory._connectionMade()
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        if factory.idleTimeout is not None:
+            self._lastActive = self._clock.seconds()
+            self._idleCall = self._clock.callLater(factory.idleTimeout, self._checkIdle)
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             setNoDelay(True)
 
+    # -- Reading requests ------------------------------------------------------
+
     def dataReceived(self, data: bytes) -> None:
         if self._idleCall is not None:
-            self._lastActive = self._factory.clock.seconds()
+            self._lastActive = self._clock.seconds()
+        frames = self._decoder.feed(data)
+        if frames:
+            self._backlog.extend(frames)
+            self._drain()
+        violation = self._decoder.violation
+        if violation is not None and not self._lost:
+            self._violated(violation)
+        elif self._decoder.buffered:
+            if self._partialSince is None:
+                self._partialSince = self._clock.seconds()
+                if self._frameCall is None and self._factory.frameTimeout is not None:
+                    self._frameCall = self._clock.callLater(self._factory.frameTimeout, self._checkFrame)
+        else:
+            self._partialSince = None
+
+    def _drain(self) -> None:
+        """
+        Hand the frames of the backlog to the handler while reading is not
+        paused; then make the transport's reading match.
+        """
+        backlog = self._backlog
         inFlight = self._inFlight
-        for requestId, _kind, payload in self._decoder.feed(data):
-            if self._lost:
-                return
+        while backlog and not (self._busy or self._blocked or self._lost):
+            requestId, _kind, payload = backlog.popleft()
             if requestId in inFlight:
                 self._violated(f"request id {requestId} is already in flight on this connection")
                 return
             self._handle(requestId, payload)
-        violation = self._decoder.violation
-        if violation is not None and not self._lost:
-            self._violated(violation)
+        self._updateReading()
+
+    def _updateReading(self) -> None:
+        paused = self._busy or self._blocked
+        if paused == self._paused or self._lost:
+            return
+        self._paused = paused
+        factory = self._factory
+        if paused:
+            factory._pausedConnections += 1
+            factory._pauses += 1
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+        else:
+            factory._pausedConnections -= 1
+            if self._partialSince is not None:
+                # The client could not finish its frame while we did not read.
+                self._partialSince = self._clock.seconds()
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    # IPushProducer: the transport tells us about its write buffer.
+
+    def pauseProducing(self) -> None:
+        self._blocked = True
+        self._updateReading()
+
+    def resumeProducing(self) -> None:
+        self._blocked = False
+        self._drain()
+
+    def stopProducing(self) -> None:
+        self._lost = True
+
+    # -- Handling --------------------------------------------------------------
+
+    def _handle(self, requestId: int, payload: bytes) -> None:
+        factory = self._factory
+        factory._requests += 1
+        try:
+            result = self._handler(payload)
+        except Exception as error:
+            self._sendError(requestId, error, Failure(error))
+            return
+        if type(result) is bytes:
+            self._sendResponse(requestId, result)
+            return
+        if isinstance(result, Deferred):
+            deferred = result
+        elif isawaitable(result):
+            deferred = ensureDeferred(result)  # type: ignore[arg-type]
+        else:
+            self._sendResponse(requestId, result)
+            return
+        inFlight = self._inFlight
+        inFlight[requestId] = deferred
+        count = len(inFlight)
+        if count > factory._peakInFlight:
+            factory._peakInFlight = count
+        if count >= factory.maxInFlight:
+            self._busy = True
+        if factory.handlerTimeout is not None:
+            self._deadlines[requestId] = self._clock.seconds() + factory.handlerTimeout
+            if self._handlerCall is None:
+                self._handlerCall = self._clock.callLater(factory.handlerTimeout, self._checkHandlers)
+        deferred.addCallbacks(self._cbHandled, self._ebHandled, callbackArgs=(requestId,), errbackArgs=(requestId,))
+
+    def _settled(self, requestId: int) -> bool:
+        """
+        C{requestId}'s handler ended: forget it.  Whether it was still
+        waited for (not timed out, connection not lost).
+        """
+        if self._inFlight.pop(requestId, None) is None:
+            return False
+        deadlines = self._deadlines
+        if deadlines:
+            deadlines.pop(requestId, None)
+            if not deadlines and self._handlerCall is not None:
+                self._handlerCall.cancel()
+                self._handlerCall = None
+        return not self._lost
+
+    def _makeRoom(self) -> None:
+        """
+        A handler ended: below C{maxInFlight} again, read again.
+        """
+        if self._busy and len(self._inFlight) < self._factory.maxInFlight:
+            self._busy = False
+            self._drain()
+
+    def _cbHandled(self, result: bytes, requestId: int) -> None:
+        if self._settled(requestId):
+            self._sendResponse(requestId, result)
+            self._makeRoom()
+
+    def _ebHandled(self, reason: Failure, requestId: int) -> None:
+        if self._settled(requestId):
+            assert reason.value is not None
+            self._sendError(requestId, reason.value, reason)
+            self._makeRoom()
+
+    def _sendResponse(self, requestId: int, result: object) -> None:
+        factory = self._factory
+        if not isinstance(result, (bytes, bytearray)):
+            self._sendError(requestId, TypeError(f"handler returned {type(result).__name__}, not bytes"), None)
+        elif len(result) > factory.maxPayload:
+            error = ValueError(f"response of {len(result)} bytes exceeds the server's maxPayload={factory.maxPayload}")
+            self._sendError(requestId, error, None)
+        else:
+            factory._responses += 1
+            self.transport.write(encodeFrame(requestId, RESPONSE, bytes(result)))  # type: ignore[union-attr]
+
+    def _sendError(self, requestId: int, error: BaseException, reason: Failure | None) -> None:
+        self._factory._errors += 1
+        if reason is not None:
+            _log.failure("Handler failed for request {requestId}", reason, requestId=requestId)
+        else:
+            _log.warn("Request {requestId} failed: {error}", requestId=requestId, error=error)
+        message = describeError(error).encode("utf-8")[: self._factory.maxPayload]
+        self.transport.write(encodeFrame(requestId, ERROR, message))  # type: ignore[union-attr]
+
+    # -- Timers ------------------------------------------------------------------
+
+    def _checkHandlers(self) -> None:
+        """
+        Answer the requests whose handler outran C{handlerTimeout} with an
+        ERROR, then cancel their handlers.  One timer per connection, set
+        for the oldest running handler.
+        """
+        self._handlerCall = None
+        now = self._clock.seconds()
+        timeout = self._factory.handlerTimeout
+        while self._deadlines and not self._lost:
+            requestId, deadline = next(iter(self._deadlines.items()))
+            if deadline > now:
+                self._handlerCall = self._clock.callLater(deadline - now, self._checkHandlers)
+                return
+            deferred = self._inFlight[requestId]
+            self._settled(requestId)
+            self._factory._handlerTimeouts += 1
+            error = TimeoutError(f"the handler did not finish within handlerTimeout={timeout} seconds")
+            self._sendError(requestId, error, None)
+            deferred.cancel()
+            self._makeRoom()
+
+    def _checkFrame(self) -> None:
+        """
+        Abort the connection if a frame began C{frameTimeout} seconds ago and
+        is still incomplete (a slow-loris client), unless we are the ones not
+        reading.
+        """
+        self._frameCall = None
+        timeout = self._factory.frameTimeout
+        since = self._partialSince
+        if since is None or self._lost or timeout is None:
+            return
+        waited = self._clock.seconds() - since
+        if self._paused:  # we are the ones not reading: not the client's fault
+            self._frameCall = self._clock.callLater(timeout, self._checkFrame)
+            return
+        if waited < timeout:
+            self._frameCall = self._clock.callLater(timeout - waited, self._checkFrame)
+            return
+        self._factory._frameTimeouts += 1
+        _log.info(
+            "Aborting the connection from {peer}: a frame left incomplete for {timeout} seconds (frameTimeout)",
+            peer=self.transport.getPeer() if self.transport is not None else None,
+            timeout=timeout,
+        )
+        self._lost = True
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def _checkIdle(self) -> None:
         """
@@ -88,11 +329,11 @@ class SockShareServerProtocol(Protocol):
         factory = self._factory
         timeout = factory.idleTimeout
         assert timeout is not None
-        quiet = factory.clock.seconds() - self._lastActive
+        quiet = self._clock.seconds() - self._lastActive
         stalled = self._decoder.buffered > 0
         if quiet < timeout or (self._inFlight and not stalled):
             wait = timeout - quiet if quiet < timeout else timeout
-            self._idleCall = factory.clock.callLater(wait, self._checkIdle)
+            self._idleCall = self._clock.callLater(wait, self._checkIdle)
             return
         self._idleCall = None
         factory._idleClosed += 1
@@ -118,67 +359,17 @@ class SockShareServerProtocol(Protocol):
         self._lost = True
         self.transport.abortConnection()  # type: ignore[union-attr]
 
-    def _handle(self, requestId: int, payload: bytes) -> None:
-        self._factory._requests += 1
-        try:
-            result = self._handler(payload)
-        except Exception as error:
-            self._sendError(requestId, error, Failure(error))
-            return
-        if type(result) is bytes:
-            self._sendResponse(requestId, result)
-            return
-        if isinstance(result, Deferred):
-            deferred = result
-        elif isawaitable(result):
-            deferred = ensureDeferred(result)  # type: ignore[arg-type]
-        else:
-            self._sendResponse(requestId, result)
-            return
-        self._inFlight[requestId] = deferred
-        deferred.addCallbacks(self._cbHandled, self._ebHandled, callbackArgs=(requestId,), errbackArgs=(requestId,))
-
-    def _cbHandled(self, result: bytes, requestId: int) -> None:
-        if self._inFlight.pop(requestId, None) is not None and not self._lost:
-            self._sendResponse(requestId, result)
-
-    def _ebHandled(self, reason: Failure, requestId: int) -> None:
-        if self._inFlight.pop(requestId, None) is not None and not self._lost:
-            assert reason.value is not None
-            self._sendError(requestId, reason.value, reason)
-
-    def _sendResponse(self, requestId: int, result: object) -> None:
-        if not isinstance(result, (bytes, bytearray)):
-            error = TypeError(f"handler returned {type(result).__name__}, not bytes")
-            self._sendError(requestId, error, None)
-            return
-        if len(result) > self._factory.maxPayload:
-            self._sendError(
-                requestId,
-                ValueError(
-                    f"response of {len(result)} bytes exceeds the server's maxPayload={self._factory.maxPayload}"
-                ),
-                None,
-            )
-            return
-        self._factory._responses += 1
-        self.transport.write(encodeFrame(requestId, RESPONSE, bytes(result)))  # type: ignore[union-attr]
-
-    def _sendError(self, requestId: int, error: BaseException, reason: Failure | None) -> None:
-        self._factory._errors += 1
-        if reason is not None:
-            _log.failure("Handler failed for request {requestId}", reason, requestId=requestId)
-        else:
-            _log.warn("Request {requestId} failed: {error}", requestId=requestId, error=error)
-        message = describeError(error).encode("utf-8")[: self._factory.maxPayload]
-        self.transport.write(encodeFrame(requestId, ERROR, message))  # type: ignore[union-attr]
-
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
-        if self._idleCall is not None:
-            if self._idleCall.active():
-                self._idleCall.cancel()
-            self._idleCall = None
+        for call in (self._idleCall, self._frameCall, self._handlerCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._idleCall = self._frameCall = self._handlerCall = None
+        if self._paused:
+            self._paused = False
+            self._factory._pausedConnections -= 1
+        self._backlog.clear()
+        self._deadlines.clear()
         self._factory._connectionLost()
         inFlight, self._inFlight = self._inFlight, {}
         for deferred in inFlight.values():
@@ -202,6 +393,10 @@ class SockShareServerFactory(Factory):
         maxPayload: int = 1_048_576,
         idleTimeout: float | None = None,
         clock: IReactorTime | None = None,
+        maxInFlight: int = 1_000,
+        maxConnections: int | None = None,
+        handlerTimeout: float | None = None,
+        frameTimeout: float | None = 30.0,
     ) -> None:
         """
         @param handler: called with each request's payload; returns the
@@ -213,37 +408,66 @@ class SockShareServerFactory(Factory):
             the largest response sent (a larger one is turned into an ERROR).
         @param idleTimeout: close a connection whose client sent nothing for
             this many seconds, unless it waits for answers with no frame
-            half-sent; a frame left incomplete that long (a slow-loris
-            client) aborts the connection.  L{None}: never.
-        @param clock: schedules the idle timeouts; the global reactor if
-            L{None}.
+            half-sent; a frame left incomplete that long aborts the
+            connection.  L{None} (the default): never, since clients close
+            their own idle connections after their linger.
+        @param clock: schedules the timeouts; the global reactor if L{None}.
+        @param maxInFlight: the most requests of one connection in its
+            handlers at once; at the mark the server stops reading from that
+            connection until one finishes.
+        @param maxConnections: the most client connections at once; one more
+            is closed as soon as it is accepted.  L{None}: from the process's
+            open-file limit (L{defaultMaxConnections}).
+        @param handlerTimeout: a handler still running after this many seconds
+            is cancelled and its request answered with an ERROR saying so
+            (C{"TimeoutError: ..."}).  L{None}: no limit.
+        @param frameTimeout: a frame must arrive whole within this many
+            seconds of its first byte, or the connection is aborted (a
+            slow-loris client).  L{None}: no limit.
+        @raise TypeError: if an option has the wrong type.
         @raise ValueError: if an option is out of range.
         """
-        if not 0 <= maxPayload <= 0xFFFFFFFF - MIN_LENGTH:
-            raise ValueError(f"maxPayload must be between 0 and {0xFFFFFFFF - MIN_LENGTH}, not {maxPayload!r}")
-        if idleTimeout is not None and idleTimeout <= 0:
-            raise ValueError(f"idleTimeout must be > 0 or None, not {idleTimeout!r}")
-        if clock is None:
-            from twisted.internet import reactor
-
-            clock = reactor
+        _count("maxPayload", maxPayload, minimum=0, maximum=0xFFFFFFFF - MIN_LENGTH)
+        _seconds("idleTimeout", idleTimeout, orNone=True)
+        _count("maxInFlight", maxInFlight, minimum=1)
+        _count("maxConnections", maxConnections, minimum=1, orNone=True)
+        _seconds("handlerTimeout", handlerTimeout, orNone=True)
+        _seconds("frameTimeout", frameTimeout, orNone=True)
         self.handler = handler
         self.maxPayload = maxPayload
         self.idleTimeout = idleTimeout
-        self.clock: IReactorTime = clock
+        self.clock: IReactorTime = maybeGlobalReactor(clock)
+        self.maxInFlight = maxInFlight
+        self.maxConnections = defaultMaxConnections() if maxConnections is None else maxConnections
+        self.handlerTimeout = handlerTimeout
+        self.frameTimeout = frameTimeout
         self._connections = 0
         self._connectionsOpened = 0
+        self._refused = 0
         self._requests = 0
         self._responses = 0
         self._errors = 0
         self._violations = 0
         self._idleClosed = 0
+        self._pausedConnections = 0
+        self._pauses = 0
+        self._handlerTimeouts = 0
+        self._frameTimeouts = 0
+        self._peakInFlight = 0
 
-    def buildProtocol(self, addr: IAddress | None) -> SockShareServerProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> SockShareServerProtocol | None:
+        if self._connections >= self.maxConnections:
+            self._refused += 1
+            _log.warn(
+                "Refusing a connection from {peer}: maxConnections={limit} are open",
+                peer=addr,
+                limit=self.maxConnections,
+            )
+            return None
+        self._connections += 1
         return SockShareServerProtocol(self)
 
     def _connectionMade(self) -> None:
-        self._connections += 1
         self._connectionsOpened += 1
 
     def _connectionLost(self) -> None:
@@ -256,8 +480,13 @@ class SockShareServerFactory(Factory):
         @return: a new dict with C{connections} (open now),
             C{connectionsOpened}, C{requests}, C{responses}, C{errors} (ERROR
             frames sent), C{violations} (connections dropped for breaking
-            the protocol) and C{idleClosed} (connections closed by
-            C{idleTimeout}).
+            the protocol), C{idleClosed} (closed by C{idleTimeout}),
+            C{refusedConnections} (closed at once for C{maxConnections}),
+            C{pausedConnections} (not being read now: C{maxInFlight} reached
+            or the client not reading), C{pauses} (times a connection was
+            paused), C{handlerTimeouts}, C{frameTimeouts} and
+            C{peakInFlight} (the most requests of one connection in its
+            handlers at once).
         """
         return {
             "connections": self._connections,
@@ -267,7 +496,20 @@ class SockShareServerFactory(Factory):
             "errors": self._errors,
             "violations": self._violations,
             "idleClosed": self._idleClosed,
+            "refusedConnections": self._refused,
+            "pausedConnections": self._pausedConnections,
+            "pauses": self._pauses,
+            "handlerTimeouts": self._handlerTimeouts,
+            "frameTimeouts": self._frameTimeouts,
+            "peakInFlight": self._peakInFlight,
         }
 
 
-__all__ = ["SockShareServerFactory", "SockShareServerProtocol", "describeError", "Handler", "HandlerResult"]
+__all__ = [
+    "SockShareServerFactory",
+    "SockShareServerProtocol",
+    "describeError",
+    "defaultMaxConnections",
+    "Handler",
+    "HandlerResult",
+]

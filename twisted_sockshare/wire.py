@@ -33,6 +33,7 @@ MIN_LENGTH: Final = HEADER_SIZE - 4
 #: Largest request id; ids wrap around to 0 after it.
 MAX_REQUEST_ID: Final = 0xFFFFFFFF
 
+_LENGTH: Final = struct.Struct(">I")
 _pack = _HEADER.pack
 _unpackFrom = _HEADER.unpack_from
 
@@ -61,9 +62,9 @@ class FrameDecoder:
     per payload).  An incomplete frame's bytes are kept as a list of chunks
     and joined once, when the header says they are all in, so neither many
     small frames nor one large frame arriving in many chunks cause quadratic
-    copying.  A frame header is checked as soon as its 9 bytes are in, so an
-    announced oversized frame is refused before any of its payload is
-    buffered.
+    copying.  A frame's length is checked as soon as its 4 bytes are in (its
+    kind once the 9 header bytes are), so an impossible or oversized length
+    is refused before anything more of that frame is buffered.
 
     @ivar violation: why the stream is invalid, once it is; L{None} while it
         is valid.  Once set, L{feed} decodes nothing more.
@@ -129,6 +130,16 @@ class FrameDecoder:
                 break
             frames.append((requestId, kind, data[offset + HEADER_SIZE : stop]))
             offset = stop
+        if needed == HEADER_SIZE:
+            # A header cut short: check its length field as soon as it is in.
+            if end - offset < 4:
+                needed = 4
+            else:
+                (length,) = _LENGTH.unpack_from(data, offset)
+                if length > maxLength or length < MIN_LENGTH:
+                    self.violation = self._describe(length, REQUEST)
+                    self._buffered = 0
+                    return frames
         if offset < end:
             chunks.append(data[offset:] if offset else data)
             self._buffered = end - offset

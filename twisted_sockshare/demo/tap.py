@@ -84,6 +84,34 @@ class ServerOptions(usage.Options):
             "Close a client connection quiet this many seconds, or with a frame half-sent that long ('none': never).",
             timeout("idle-timeout"),
         ],
+        [
+            "max-in-flight",
+            None,
+            1_000,
+            "Most requests of one connection in the handler at once; beyond, the connection is not read.",
+            number(int, "max-in-flight", 1),
+        ],
+        [
+            "max-connections",
+            None,
+            None,
+            "Most client connections at once; more are closed at once (default: from the open-file limit).",
+            number(int, "max-connections", 1),
+        ],
+        [
+            "handler-timeout",
+            None,
+            30.0,
+            "Answer a request still being handled after this many seconds with an ERROR ('none': never).",
+            timeout("handler-timeout"),
+        ],
+        [
+            "frame-timeout",
+            None,
+            30.0,
+            "Abort a connection whose frame is still incomplete this many seconds after it began ('none': never).",
+            timeout("frame-timeout"),
+        ],
         ["port-file", None, None, "Write the listening port's number to this file."],
     ]
 
@@ -103,7 +131,15 @@ def makeServerService(options: ServerOptions) -> IService:
     from twisted.internet import reactor
 
     backend = DemoBackend(reactor, options["delay"], options["jitter"])
-    factory = SockShareServerFactory(backend, maxPayload=options["max-payload"], idleTimeout=options["idle-timeout"])
+    factory = SockShareServerFactory(
+        backend,
+        maxPayload=options["max-payload"],
+        idleTimeout=options["idle-timeout"],
+        maxInFlight=options["max-in-flight"],
+        maxConnections=options["max-connections"],
+        handlerTimeout=options["handler-timeout"],
+        frameTimeout=options["frame-timeout"],
+    )
     backend.stats = factory.stats
     return _PortFileService(options["endpoint"], factory, options["port-file"])
 
