@@ -19,7 +19,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from twisted_sockshare.wire import ERROR, RESPONSE, SERVER_RECEIVES, FrameDecoder, encodeFrame
+from twisted_sockshare.wire import ERROR, REQUEST, RESPONSE, SERVER_RECEIVES, FrameDecoder, encodeFrame
 
 #: What a L{FaultyBackend} does with each request, by mode.
 MODES = (
@@ -103,9 +103,10 @@ class _FaultyProtocol(Protocol):
             self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
-        for requestId, _, payload in self._decoder.feed(data):
-            self._backend.requests += 1
-            self._act(requestId, payload)
+        for requestId, kind, payload in self._decoder.feed(data):
+            if kind == REQUEST:  # a CANCEL, PING or PONG is ignored: a backend that does not care
+                self._backend.requests += 1
+                self._act(requestId, payload)
 
     def _act(self, requestId: int, payload: bytes) -> None:
         mode = self._backend.mode

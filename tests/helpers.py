@@ -23,7 +23,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
-from twisted_sockshare.wire import ERROR, REQUEST, RESPONSE, FrameDecoder, encodeFrame
+from twisted_sockshare.wire import ERROR, REQUEST, RESPONSE, SERVER_RECEIVES, FrameDecoder, encodeFrame
 
 
 class StrictTransport(StringTransport):
@@ -89,13 +89,19 @@ class Attempt:
     def drop(self) -> None:
         self.lose(ConnectionLost("peer vanished"))
 
+    def sentFrames(self, kind: int) -> list[tuple[int, bytes]]:
+        """
+        Every frame of C{kind} written so far, as C{(requestId, payload)}.
+        """
+        assert self.transport is not None
+        frames = FrameDecoder(2**31, SERVER_RECEIVES).feed(self.transport.value())
+        return [(requestId, payload) for requestId, sent, payload in frames if sent == kind]
+
     def sentRequests(self) -> list[tuple[int, bytes]]:
         """
         Every request frame written so far, as C{(requestId, payload)}.
         """
-        assert self.transport is not None
-        frames = FrameDecoder(2**31, frozenset({REQUEST})).feed(self.transport.value())
-        return [(requestId, payload) for requestId, _, payload in frames]
+        return self.sentFrames(REQUEST)
 
     def respond(self, requestId: int, payload: bytes) -> None:
         self.protocol.dataReceived(encodeFrame(requestId, RESPONSE, payload))  # type: ignore[attr-defined]

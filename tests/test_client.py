@@ -200,7 +200,7 @@ class IdleCloseTests(ClientTestCase):
 
     def test_closedWhenLastResponseArrives(self) -> None:
         """With idleTimeout=0 the last response closes the connection."""
-        client = self.makeClient()
+        client = self.makeClient(idleTimeout=0)
         client.request(b"1"), client.request(b"2")
         attempt = self.endpoint.last
         attempt.succeed()
@@ -217,7 +217,7 @@ class IdleCloseTests(ClientTestCase):
 
     def test_requestFromCallbackReusesConnection(self) -> None:
         """A request made from the last response's callback reuses the connection."""
-        client = self.makeClient()
+        client = self.makeClient(idleTimeout=0)
         d = client.request(b"1")
         follow: list[Deferred[bytes]] = []
         d.addCallback(lambda _: follow.append(client.request(b"2")))
@@ -287,7 +287,7 @@ class IdleCloseTests(ClientTestCase):
 
     def test_deadlineTimerCancelledOnIdleClose(self) -> None:
         """Once the connection closes at zero, no timer of ours is left."""
-        client = self.makeClient(requestTimeout=30)
+        client = self.makeClient(requestTimeout=30, idleTimeout=0)
         client.request(b"1")
         self.assertEqual(len(self.clock.getDelayedCalls()), 2)  # connect + request deadline
         attempt = self.endpoint.last
@@ -329,7 +329,7 @@ class ClosingConnectionTests(ClientTestCase):
 
     def test_requestDuringCloseGetsNewConnection(self) -> None:
         """A request after the close began (before connectionLost) goes on a new connection."""
-        client = self.makeClient()
+        client = self.makeClient(idleTimeout=0)
         client.request(b"1")
         old = self.endpoint.last
         old.succeed()
@@ -379,7 +379,7 @@ class ConnectFailureTests(ClientTestCase):
         self.assertInvariant()
 
     def test_nextRequestRetries(self) -> None:
-        """After a failed attempt, the next request connects again (no hidden retry)."""
+        """After a failed attempt and its backoff, the next request connects again (no hidden retry)."""
         client = self.makeClient()
         client.request(b"x").addErrback(lambda _: None)
         self.endpoint.last.fail(ConnectionRefusedError())
@@ -412,14 +412,47 @@ class ConnectFailureTests(ClientTestCase):
         self.assertNoResult(d)
 
     def test_errbackRetriesOnNewAttempt(self) -> None:
-        """A request made from a ConnectFailed errback starts a new attempt."""
-        client = self.makeClient()
+        """With no backoff, a request made from a ConnectFailed errback starts a new attempt."""
+        client = self.makeClient(connectBackoff=lambda failures: 0.0)
         retried: list[Deferred[bytes]] = []
         client.request(b"x").addErrback(lambda _: retried.append(client.request(b"again")))
         self.endpoint.last.fail(ConnectionRefusedError())
         self.assertEqual(len(self.endpoint.attempts), 2)
         self.endpoint.last.succeed()
         self.assertEqual([p for _, p in self.endpoint.last.sentRequests()], [b"again"])
+
+    def test_backoffFailsFast(self) -> None:
+        """After a failed attempt, requests fail at once for connectBackoff; then the next one connects."""
+        delays: list[int] = []
+        client = self.makeClient(connectBackoff=lambda failures: delays.append(failures) or 2.0 * (failures + 1))
+        client.request(b"x").addErrback(lambda _: None)
+        self.endpoint.last.fail(ConnectionRefusedError("no"))
+        f = self.failureResultOf(client.request(b"y"), ConnectFailed)
+        self.assertIn("1 attempts failed in a row; the next in 2.00 s", str(f.value))
+        self.assertEqual(len(self.endpoint.attempts), 1)
+        self.clock.advance(2)
+        client.request(b"z").addErrback(lambda _: None)
+        self.assertEqual(len(self.endpoint.attempts), 2)
+        self.endpoint.last.fail(ConnectionRefusedError("no"))
+        self.clock.advance(3.9)
+        self.failureResultOf(client.request(b"w"), ConnectFailed)
+        self.clock.advance(0.1)
+        d = client.request(b"v")
+        self.endpoint.last.succeed()
+        self.endpoint.last.respond(0, b"ok")
+        self.assertEqual(self.successResultOf(d), b"ok")
+        self.assertEqual(delays, [0, 1])
+        client.request(b"u")
+        self.assertEqual(len(self.endpoint.attempts), 3)  # a success resets the count
+        self.assertEqual(client.stats()["connectFailures"], 2)
+
+    def test_defaultBackoffBounded(self) -> None:
+        """The default backoff starts near 0.1 s, doubles, and stays within 5.1 s."""
+        from twisted_sockshare.client import _defaultBackoff
+
+        self.assertTrue(0.1 <= _defaultBackoff(0) <= 0.2)
+        self.assertTrue(0.2 <= _defaultBackoff(1) <= 0.3)
+        self.assertTrue(5.0 <= _defaultBackoff(50) <= 5.1)
 
     def test_endpointRaises(self) -> None:
         """An endpoint whose connect() raises gives ConnectFailed, not an exception."""
@@ -506,7 +539,7 @@ class TimeoutTests(ClientTestCase):
 
     def test_timeoutResetsConnection(self) -> None:
         """A timeout fails that request with RequestTimeout and the others with ConnectionDropped."""
-        client = self.makeClient(requestTimeout=10)
+        client = self.makeClient(requestTimeout=10, resetOnTimeout=True)
         d1 = client.request(b"1")
         attempt = self.endpoint.last
         attempt.succeed()
@@ -528,7 +561,7 @@ class TimeoutTests(ClientTestCase):
 
     def test_timeoutErrbackGetsNewConnection(self) -> None:
         """A request made from a RequestTimeout errback goes on a fresh connection."""
-        client = self.makeClient(requestTimeout=10)
+        client = self.makeClient(requestTimeout=10, resetOnTimeout=True)
         retried: list[Deferred[bytes]] = []
         client.request(b"1").addErrback(lambda _: retried.append(client.request(b"retry")))
         attempt = self.endpoint.last
@@ -793,7 +826,7 @@ class CancelTests(ClientTestCase):
 
     def test_cancelLastClosesConnection(self) -> None:
         """Cancelling the last pending request brings the count to zero and closes."""
-        client = self.makeClient()
+        client = self.makeClient(idleTimeout=0)
         d = client.request(b"1")
         attempt = self.endpoint.last
         attempt.succeed()

@@ -112,7 +112,7 @@ class FifoClientTests(SynchronousTestCase):
 
     def test_pipelinedInOrder(self) -> None:
         """Many requests are written at once, one per line; replies are matched by order."""
-        client = self.makeClient()
+        client = self.makeClient(idleTimeout=0)
         ds = [client.request(b"GET %d" % i) for i in range(5)]
         protocol, transport = self.connect()
         self.assertEqual(transport.value(), b"".join(b"GET %d\r\n" % i for i in range(5)))

@@ -16,7 +16,7 @@ from twisted_sockshare.codecs import Delimited
 from twisted_sockshare.connection import ConnectionState, SockShareClientProtocol
 from twisted_sockshare.errors import ConnectionDropped, ProtocolViolation
 from twisted_sockshare.options import ClientOptions
-from twisted_sockshare.wire import ERROR, RESPONSE, encodeFrame
+from twisted_sockshare.wire import CANCEL, ERROR, RESPONSE, encodeFrame
 
 from .helpers import StrictTransport
 
@@ -135,12 +135,16 @@ class ConnectionTests(SynchronousTestCase):
         self.assertEqual(self.owner.events, [("late",), ("settle", second, RESPONSE, b"B")])
 
     def test_orphansCounted(self) -> None:
-        """A request forgotten as an orphan is counted until a late reply comes."""
+        """A forgotten request sends CANCEL and holds its id, counted as an orphan until its late reply comes."""
         connection, transport = self.connect()
         request = self.request()
         connection.send(request, b"a")
-        connection.forget(request, orphan=True)
+        self.assertEqual(connection.forget(request), 1)
         self.assertEqual(connection.orphans, 1)
+        self.assertEqual(transport.value()[-9:], encodeFrame(0, CANCEL, b""))
+        other = self.request()
+        connection.send(other, b"b")
+        self.assertEqual(other.requestId, 1)  # the id is not reused before its reply
         connection.dataReceived(encodeFrame(0, RESPONSE, b"late"))
         self.assertEqual(connection.orphans, 0)
         self.assertEqual(self.owner.events, [("late",)])

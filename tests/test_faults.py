@@ -98,43 +98,55 @@ class FaultTests(TestCase):
     async def test_backendStopsReading(self) -> None:
         """
         A backend that accepts but never reads: at most maxPending requests
-        are buffered, the rest are refused at once, and the request timeout
+        are buffered, the rest are refused at once; the requests time out
+        alone (each sends a CANCEL), and since nothing came on the connection
+        since they were written, a PING follows: no byte within pingTimeout
         resets the connection, which frees the buffer.
         """
         backend = await self.setUpBackend()
         backend.reading = False
-        client = SockShareClientFactory(backend.endpoint(), reactor, maxPending=50, requestTimeout=1.0)
+        client = SockShareClientFactory(backend.endpoint(), reactor, maxPending=50, requestTimeout=1.0, pingTimeout=0.5)
         seen = await outcomes([client.request(b"x" * 65536) for _ in range(60)])
-        self.assertEqual(seen["TooManyPending"], 10)
-        self.assertGreaterEqual(seen["RequestTimeout"], 1)
-        self.assertEqual(seen["RequestTimeout"] + seen["ConnectionDropped"], 50)
+        self.assertEqual((seen["TooManyPending"], seen["RequestTimeout"]), (10, 50))
+        for _ in range(40):
+            if client.stats()["connectionsClosed"]:
+                break
+            await sleep(0.05)
+        self.assertEqual(client.stats()["connectionsClosed"], 1)
         await self.assertHealthy(client, backend)
 
     async def test_everyMisbehaviour(self) -> None:
-        """Each way of misbehaving fails the requests it touches with its documented error."""
+        """
+        Each way of misbehaving fails the requests it touches with its
+        documented error.  Each mode gets a client of its own: a connection
+        left stalled mid-frame by one mode would otherwise answer for the
+        next (until a PING finds it silent).
+        """
         backend = await self.setUpBackend()
-        client = SockShareClientFactory(backend.endpoint(), reactor, requestTimeout=0.5)
         expected = {
             "answer": {"ok"},
             "error": {"RemoteError"},
             "closeMidFrame": {"ConnectionDropped"},
-            "stallMidFrame": {"RequestTimeout", "ConnectionDropped"},
+            "stallMidFrame": {"RequestTimeout"},
             "reset": {"ConnectionDropped"},
-            "silent": {"RequestTimeout", "ConnectionDropped"},
+            "silent": {"RequestTimeout"},
             "slow": {"ok"},
         }
         for mode, allowed in expected.items():
+            client = SockShareClientFactory(backend.endpoint(), reactor, requestTimeout=0.5, pingTimeout=0.2)
             backend.mode = mode
             seen = await outcomes([client.request(b"%d" % i) for i in range(10)])
             self.assertEqual(sum(seen.values()), 10, mode)
             self.assertLessEqual(set(seen), allowed, (mode, seen))
+            if mode != "slow":
+                await client.close()
         await self.assertHealthy(client, backend)
 
     async def test_modesSwitchedUnderLoad(self) -> None:
         """The backend's behaviour changes every 0.2 s under load; only documented errors result."""
         backend = await self.setUpBackend()
         backend.delay = 0.05
-        client = SockShareClientFactory(backend.endpoint(), reactor, requestTimeout=0.3)
+        client = SockShareClientFactory(backend.endpoint(), reactor, requestTimeout=0.3, pingTimeout=0.2)
         done = ensureDeferred(keepCalling(client.request, 10, 2.0))
         for mode in ["error", "slow", "closeMidFrame", "answer", "stallMidFrame", "reset", "silent", "answer"]:
             backend.mode = mode
@@ -143,6 +155,7 @@ class FaultTests(TestCase):
         self.assertEqual(sum(outcomes.seen.values()), outcomes.sent)
         self.assertLessEqual(set(outcomes.errors), DOCUMENTED)
         self.assertEqual(outcomes.errors["WrongReply"], 0)
+        await sleep(0.5)  # a connection the "silent" mode left stuck is reset by its PING
         await self.assertHealthy(client, backend)
 
     async def test_lifetimeHandoverLosesNothing(self) -> None:
@@ -188,6 +201,7 @@ class FaultTests(TestCase):
         self.assertEqual(seen, {"ConnectFailed": 5})
         self.assertLess(reactor.seconds() - start, 2)
         await backend.start()
+        await sleep(0.3)  # the client backs off after failed connects (at most 0.2 s after one)
         await self.assertHealthy(client, backend)
 
 
@@ -208,7 +222,7 @@ class SlowLorisTests(TestCase):
 
         loris = await connectProtocol(endpoint, Loris())
         loris.transport.write(encodeFrame(1, REQUEST, b"never finished")[:11])  # type: ignore[union-attr]
-        client = SockShareClientFactory(endpoint, reactor)
+        client = SockShareClientFactory(endpoint, reactor, idleTimeout=0)
         self.assertEqual(await client.request(b"hi"), b"HI")
         await lost.addTimeout(5, reactor)
         self.assertEqual(factory.stats()["idleClosed"], 1)

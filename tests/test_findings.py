@@ -212,7 +212,9 @@ class RetiringViolationTests(SynchronousTestCase):
     def test_retiringRequestTimesOut(self) -> None:
         """A timeout on a retiring connection resets it; its other requests fail with ConnectionDropped."""
         endpoint, clock = FakeEndpoint(), Clock()
-        client = SockShareClientFactory(endpoint, clock, maxLifetime=1, idleTimeout=None, requestTimeout=3)
+        client = SockShareClientFactory(
+            endpoint, clock, maxLifetime=1, idleTimeout=None, requestTimeout=3, resetOnTimeout=True
+        )
         first = client.request(b"1")
         old = endpoint.last
         old.succeed()

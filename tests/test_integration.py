@@ -138,10 +138,21 @@ class LoopbackTests(TestCase):
         self.assertEqual(await client.request(b"again"), b"again")
         self.assertEqual(server.stats()["connectionsOpened"], 2)
 
-    async def test_requestTimeoutResets(self) -> None:
-        """A request slower than requestTimeout fails, and the next one reconnects."""
+    async def test_requestTimeoutCancels(self) -> None:
+        """A request slower than requestTimeout fails alone: CANCEL goes out, the connection serves on."""
         server = await self.listen()
         client = self.client(requestTimeout=0.1)
+        with self.assertRaises(RequestTimeout):
+            await client.request(b"sleep:2")
+        self.assertEqual(await client.request(b"ok"), b"ok")
+        self.assertEqual(server.stats()["connectionsOpened"], 1)
+        self.assertEqual(server.stats()["cancelsReceived"], 1)
+        self.assertEqual(client.stats()["cancelsSent"], 1)
+
+    async def test_requestTimeoutResets(self) -> None:
+        """With resetOnTimeout=True a request slower than requestTimeout resets its connection."""
+        server = await self.listen()
+        client = self.client(requestTimeout=0.1, resetOnTimeout=True)
         with self.assertRaises(RequestTimeout):
             await client.request(b"sleep:2")
         self.assertEqual(await client.request(b"ok"), b"ok")

@@ -158,7 +158,7 @@ class PoolLoopbackTests(TestCase):
             for handler in (bytes.upper, bytes.lower)
         ]
         upper, lower = (f"tcp:127.0.0.1:{port.getHost().port}" for port in ports)
-        pool = SockSharePool(reactor)
+        pool = SockSharePool(reactor, idleTimeout=0)
         replies = await gatherResults(
             [pool.request(upper, b"Ab%d" % i) for i in range(50)]
             + [pool.request(lower, b"Ab%d" % i) for i in range(50)]

@@ -175,6 +175,9 @@ class ServerTests(SynchronousTestCase):
                 "handlerTimeouts": 0,
                 "frameTimeouts": 0,
                 "peakInFlight": 0,
+                "cancelsReceived": 0,
+                "goawaysSent": 0,
+                "drainAborted": 0,
             },
         )
         self.flushLoggedErrors(RuntimeError)

@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 
 from twisted_sockshare import SockShareClientFactory
 from twisted_sockshare.connection import ConnectionState
-from twisted_sockshare.wire import ERROR, RESPONSE, encodeFrame
+from twisted_sockshare.wire import CANCEL, ERROR, GOAWAY, PING, PONG, RESPONSE, encodeFrame
 
 from .helpers import Attempt, FakeEndpoint
 
@@ -26,19 +26,21 @@ class SharedClientMachine(RuleBasedStateMachine):
     """
 
     @initialize(
-        idleTimeout=st.sampled_from([0.0, 1.0]),
+        idleTimeout=st.sampled_from([0.0, 1.0, 0.5]),
         requestTimeout=st.sampled_from([None, 3.0]),
-        resetOnTimeout=st.booleans(),
+        resetOnTimeout=st.sampled_from([None, True, False]),
         maxLifetime=st.sampled_from([None, 2.0]),
-        maxOrphans=st.sampled_from([None, 1]),
+        maxOrphans=st.sampled_from([None, 1, 100]),
+        pingInterval=st.sampled_from([None, 2.0]),
     )
     def setUp(
         self,
         idleTimeout: float,
         requestTimeout: float | None,
-        resetOnTimeout: bool,
+        resetOnTimeout: bool | None,
         maxLifetime: float | None,
         maxOrphans: int | None,
+        pingInterval: float | None,
     ) -> None:
         self.clock = Clock()
         self.endpoint = FakeEndpoint()
@@ -52,6 +54,9 @@ class SharedClientMachine(RuleBasedStateMachine):
             maxPending=6,
             maxLifetime=maxLifetime,
             maxOrphans=maxOrphans,
+            pingInterval=pingInterval,
+            pingTimeout=1.0,
+            connectBackoff=lambda failures: 0.5,
         )
         self.fired: list[list[object]] = []
         self.deferreds: list[Deferred[bytes]] = []
@@ -115,6 +120,24 @@ class SharedClientMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.liveConnections())
     @rule(data=st.data())
+    def goaway(self, data: st.DataObject) -> None:
+        """The server sends GOAWAY: the connection takes no new request."""
+        connection = data.draw(st.sampled_from(self.liveConnections()))
+        connection.protocol.dataReceived(encodeFrame(0, GOAWAY, b"bye"))  # type: ignore[attr-defined]
+        assert connection.protocol.state is not ConnectionState.LIVE  # type: ignore[attr-defined]
+
+    @precondition(lambda self: self.liveConnections())
+    @rule(data=st.data(), token=st.integers(0, 2**32 - 1))
+    def ping(self, data: st.DataObject, token: int) -> None:
+        """The server sends PING: a usable connection answers PONG with the same token at once."""
+        connection = data.draw(st.sampled_from(self.liveConnections()))
+        protocol = connection.protocol
+        usable = protocol.state in (ConnectionState.LIVE, ConnectionState.RETIRING)  # type: ignore[attr-defined]
+        protocol.dataReceived(encodeFrame(token, PING, b"tok"))  # type: ignore[attr-defined]
+        assert ((token, b"tok") in connection.sentFrames(PONG)) == usable
+
+    @precondition(lambda self: self.liveConnections())
+    @rule(data=st.data())
     def garbage(self, data: st.DataObject) -> None:
         connection = data.draw(st.sampled_from(self.liveConnections()))
         connection.protocol.dataReceived(b"\x00\x00\x00\x01junk")  # type: ignore[attr-defined]
@@ -172,6 +195,15 @@ class SharedClientMachine(RuleBasedStateMachine):
         """The client knows every connection it was handed until it is lost."""
         handed = [a for a in self.liveConnections() if a.deferred.called]
         assert self.client.openConnections == len(handed), (self.client.openConnections, handed)
+
+    @invariant()
+    def cancelsNameSentRequests(self) -> None:
+        """Every CANCEL names a request written earlier on its connection, once."""
+        for attempt in self.endpoint.attempts:
+            if attempt.transport is None:
+                continue
+            cancels = [requestId for requestId, _ in attempt.sentFrames(CANCEL)]
+            assert set(cancels) <= {requestId for requestId, _ in attempt.sentRequests()}, cancels
 
     @invariant()
     def timersOwned(self) -> None:

@@ -73,7 +73,7 @@ class MemoryBackendTests(SynchronousTestCase):
     def test_realClientAndServer(self) -> None:
         """A real client and server exchange frames in memory; the test moves the bytes."""
         backend = MemoryBackend(bytes.upper)
-        client = backend.client()
+        client = backend.client(idleTimeout=0)
         ds = [client.request(b"hi %d" % i) for i in range(3)]
         for d in ds:
             self.assertNoResult(d)

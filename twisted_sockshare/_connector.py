@@ -24,10 +24,18 @@ class _Connector:
     The connection attempts of L{twisted_sockshare.SockShareClientFactory},
     mixed into it: from C{_Idle} to C{_Connecting}, and from there to
     C{_Connected} or back to C{_Idle} (or, once C{close()} was called, the
-    attempt's requests are sent and its connection retires at once).
+    attempt's requests are sent and its connection retires at once).  After
+    a failed attempt the next one waits C{connectBackoff}: requests made
+    meanwhile fail at once with C{ConnectFailed}.
     """
 
+    # Connect failures in a row, and when the next attempt may start.
+    _failuresInRow = 0
+    _retryAt = 0.0
+    _lastConnectError = ""
+
     # What the client provides.
+    _connectBackoff: Callable[[int], float]
     _state: _State
     _endpoint: IStreamClientEndpoint
     _clock: IReactorTime
@@ -41,6 +49,17 @@ class _Connector:
     _quiet: Callable[[], None]
 
     def _connect(self, first: _Request) -> None:
+        wait = self._retryAt - self._clock.seconds()
+        if wait > 0:
+            # Backing off after failed attempts: fail fast, do not queue.
+            self._fail(
+                first,
+                ConnectFailed(
+                    f"could not connect to {self.endpointDescription}: {self._lastConnectError} "
+                    f"({self._failuresInRow} attempts failed in a row; the next in {wait:.2f} s)"
+                ),
+            )
+            return
         self._state = connecting = _Connecting(first)
         _log.debug("Connecting to {endpoint}", endpoint=self.endpointDescription)
         attempt = connecting.start(self._endpoint, self, self._clock, self.connectTimeout)  # type: ignore[arg-type]
@@ -64,6 +83,7 @@ class _Connector:
         current = self._state is connecting
         waiting = self._attemptEnded(connecting)
         self._connectionsOpened += 1
+        self._failuresInRow = 0
         if connection.state is LOST:
             # connectionLost ran before the endpoint reported the connection.
             self._connectFailed(
@@ -88,7 +108,16 @@ class _Connector:
         why = connecting.abandoned or reason.getErrorMessage()
         if connecting.abandoned != "closing":
             self._connectFailures += 1
-            _log.warn("Could not connect to {endpoint}: {why}", endpoint=self.endpointDescription, why=why)
+            delay = self._connectBackoff(self._failuresInRow)
+            self._failuresInRow += 1
+            self._retryAt = self._clock.seconds() + delay
+            self._lastConnectError = why
+            _log.warn(
+                "Could not connect to {endpoint}: {why}; next attempt in {delay:.2f} s at the earliest",
+                endpoint=self.endpointDescription,
+                why=why,
+                delay=delay,
+            )
         error = ConnectFailed(f"could not connect to {self.endpointDescription}: {why}")
         for request in waiting:
             if not request.called:

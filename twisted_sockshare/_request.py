@@ -26,15 +26,19 @@ class _Request(Deferred[bytes]):
     @ivar connection: the connection it was written to (L{None}: still
         waiting for one).
     @ivar requestId: its id on that connection (-1 until written).
+    @ivar mark: how many chunks its connection had received when it was
+        written (to tell, at its timeout, whether the connection was silent
+        since).
     """
 
-    __slots__ = ("client", "payload", "deadline", "connection", "requestId")
+    __slots__ = ("client", "payload", "deadline", "connection", "requestId", "mark")
 
     client: SockShareClientFactory
     payload: bytes | None
     deadline: float | None
     connection: SockShareClientProtocol | None
     requestId: int
+    mark: int
 
 
 def cancelRequest(request: Deferred[bytes]) -> None:

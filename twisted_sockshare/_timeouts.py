@@ -11,13 +11,12 @@ due and moves itself to the next oldest deadline.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ._request import _Request
-from .connection import CLOSING, LOST, SockShareClientProtocol
+from .connection import CLOSING, LOST
 from .errors import ConnectionDropped, RequestTimeout
 
 _log = Logger(namespace="twisted_sockshare.client")
@@ -26,8 +25,10 @@ _log = Logger(namespace="twisted_sockshare.client")
 class _RequestTimeouts:
     """
     The request timeouts of L{twisted_sockshare.SockShareClientFactory},
-    mixed into it: what a timed-out request does to its connection depends
-    on C{resetOnTimeout} and C{maxOrphans}.
+    mixed into it.  A timed-out request fails alone and its connection sends
+    CANCEL, unless the connection is reset (C{resetOnTimeout}, or an ordered
+    codec); if nothing at all came on the connection since the request was
+    written, a PING checks that it is alive (C{pingTimeout}).
     """
 
     #: The one timer of every request timeout.
@@ -39,11 +40,10 @@ class _RequestTimeouts:
     _seconds: Callable[[], float]
     endpointDescription: str
     requestTimeout: float | None
-    resetOnTimeout: bool
-    maxOrphans: int | None
+    _resets: bool
     _timeouts: int
     _fail: Callable[[_Request, BaseException], None]
-    _retire: Callable[[SockShareClientProtocol, str], Any]
+    _abandonRequest: Callable[[_Request, BaseException], None]
 
     def _checkDeadlines(self) -> None:
         """
@@ -74,25 +74,26 @@ class _RequestTimeouts:
         connection = request.connection
         if connection is None or connection.state is CLOSING or connection.state is LOST:
             self._fail(request, error)
-        elif self.resetOnTimeout:
+        elif self._resets:
             others = connection.outstanding - 1
             _log.warn(
                 "Request to {where} timed out; resetting its connection ({others} others fail)",
                 where=where,
                 others=others,
             )
-            connection.forget(request)
+            connection.forget(request, cancel=False)
             connection.abort(
                 ConnectionDropped(
-                    f"connection to {where} was reset because another request on it timed out (resetOnTimeout=True)"
+                    f"connection to {where} was reset because another request on it timed out (resetOnTimeout)"
                 )
             )
             self._fail(request, error)
         else:
-            connection.forget(request, orphan=True)
-            self._fail(request, error)
-            if self.maxOrphans is not None and connection.orphans > self.maxOrphans:
-                self._retire(connection, f"more than maxOrphans={self.maxOrphans} timed-out requests")
+            # A slow request is not a dead connection, but a silent one may be.
+            silent = connection.silentSince(request)
+            self._abandonRequest(request, error)
+            if silent:
+                connection.probe()
 
     def _cancelDeadlines(self) -> None:
         if self._deadlineCall is not None:

@@ -28,6 +28,10 @@ C{close()} can wait for the socket to be gone.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
+
+from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
@@ -55,6 +59,11 @@ from .stats import STAT_KEYS, _ClientCounters
 from .wire import RESPONSE
 
 _log = Logger(namespace="twisted_sockshare.client")
+
+
+#: The default connect backoff: 0.1 s after the first failure in a row,
+#: doubling, up to 5 s, plus up to 0.1 s of jitter.
+_defaultBackoff = backoffPolicy(initialDelay=0.1, maxDelay=5.0, factor=2.0, jitter=lambda: random.random() * 0.1)
 
 
 def _refusal(client: SockShareClientFactory, payload: object) -> Exception:
@@ -104,17 +113,20 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         endpoint: IStreamClientEndpoint | str,
         reactor: IReactorTime | None = None,
         *,
-        idleTimeout: float | None = 0.0,
+        idleTimeout: float | None = 0.5,
         connectTimeout: float | None = 10.0,
         requestTimeout: float | None = 30.0,
         maxPending: int = 10_000,
         maxPayload: int = 1_048_576,
-        resetOnTimeout: bool = True,
+        resetOnTimeout: bool | None = None,
         closeTimeout: float = 10.0,
         keepAlive: float | None = None,
         codec: Codec | None = None,
         maxLifetime: float | None = None,
-        maxOrphans: int | None = None,
+        maxOrphans: int | None = 100,
+        pingInterval: float | None = None,
+        pingTimeout: float = 10.0,
+        connectBackoff: Callable[[int], float] | None = None,
     ) -> None:
         """
         Each keyword option is documented on L{ClientOptions}.
@@ -131,6 +143,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             idleTimeout=idleTimeout, connectTimeout=connectTimeout, requestTimeout=requestTimeout,
             maxPending=maxPending, maxPayload=maxPayload, resetOnTimeout=resetOnTimeout, closeTimeout=closeTimeout,
             keepAlive=keepAlive, codec=codec, maxLifetime=maxLifetime, maxOrphans=maxOrphans,
+            pingInterval=pingInterval, pingTimeout=pingTimeout, connectBackoff=connectBackoff,
         )  # fmt: skip
         reactor = maybeGlobalReactor(reactor)
         self._endpoint, self.endpointDescription = parseEndpoint(reactor, endpoint)
@@ -141,7 +154,12 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         self.closeTimeout, self.keepAlive, self.maxLifetime, self.maxOrphans = (
             closeTimeout, keepAlive, maxLifetime, maxOrphans,
         )  # fmt: skip
+        self.pingInterval, self.pingTimeout = pingInterval, pingTimeout
         self.codec: Codec = options.codec  # type: ignore[assignment]
+        # Whether a timeout resets its connection (None: only where replies
+        # cannot be skipped, with an ordered codec).
+        self._resets = self.codec.ordered if resetOnTimeout is None else resetOnTimeout
+        self._connectBackoff = connectBackoff or _defaultBackoff
         # An ordered codec's requests are encoded by request(), in advance.
         self._encodeEarly = self.codec.ordered
         self._state: _State = _IDLE
@@ -300,10 +318,25 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
     def _cancelRequest(self, request: _Request) -> None:
         if request.called:
             return
-        if request.connection is not None:
-            request.connection.forget(request)
         self._cancelled += 1
-        self._fail(request, CancelledError("request cancelled by the caller"))
+        self._abandonRequest(request, CancelledError("request cancelled by the caller"))
+
+    def _abandonRequest(self, request: _Request, error: BaseException) -> None:
+        """
+        Fail C{request} with C{error} without its reply: its connection sends
+        CANCEL (where the codec has ids) and holds its id until the reply
+        comes; a connection holding more than C{maxOrphans} such ids retires.
+        """
+        connection = request.connection
+        if connection is not None:
+            self._cancelsSent += connection.forget(request)
+        self._fail(request, error)
+        if connection is not None and self.maxOrphans is not None and connection.orphans > self.maxOrphans:
+            self._retire(connection, f"more than maxOrphans={self.maxOrphans} requests left without their reply")
+
+    def _goaway(self, connection: SockShareClientProtocol, reason: str) -> None:
+        self._goawaysReceived += 1
+        _log.info("{endpoint} sent GOAWAY: {reason}", endpoint=self.endpointDescription, reason=reason)
 
     # -- The client's life ------------------------------------------------------
 

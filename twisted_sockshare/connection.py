@@ -23,7 +23,19 @@ from twisted.python.failure import Failure
 
 from .codecs import NEXT, Multiplexed
 from .errors import ConnectFailed, ConnectionDropped, ProtocolViolation
-from .wire import MAX_REQUEST_ID, MIN_LENGTH, REQUEST, packHeader
+from .wire import (
+    CANCEL,
+    ERROR,
+    GOAWAY,
+    MAX_PING_PAYLOAD,
+    MAX_REQUEST_ID,
+    MIN_LENGTH,
+    PING,
+    PONG,
+    REQUEST,
+    encodeFrame,
+    packHeader,
+)
 
 if TYPE_CHECKING:
     from ._request import _Request
@@ -74,6 +86,9 @@ class ConnectionOwner(_Interface):
     def _connectionUnusable(self, connection: SockShareClientProtocol) -> None:
         """C{connection} takes no new requests from now on."""
 
+    def _goaway(self, connection: SockShareClientProtocol, reason: str) -> None:
+        """C{connection} received GOAWAY; it retires right after."""
+
     def _connectionGone(self, connection: SockShareClientProtocol, tlsFailed: bool) -> None:
         """
         C{connection} was lost (C{tlsFailed}: its TLS handshake failed); its
@@ -88,7 +103,8 @@ class SockShareClientProtocol(Protocol):
 
     @ivar state: where the connection is in its life (L{ConnectionState}).
     @ivar openedAt: when it was made, on the client's clock.
-    @ivar orphans: requests that timed out here with their reply not seen yet.
+    @ivar orphans: ids held by requests that timed out or were cancelled
+        here, until their reply comes.
     @ivar received: whether any byte came from the server.
     """
 
@@ -96,7 +112,15 @@ class SockShareClientProtocol(Protocol):
     openedAt = 0.0
     orphans = 0
     received = False
+    #: How many chunks came from the server: a request remembers the count
+    #: when written, so its timeout can tell whether anything came since.
+    _chunks = 0
     _abortCall: IDelayedCall | None = None
+    # A PING waiting for any byte, and the periodic PING of pingInterval.
+    _pingCall: IDelayedCall | None = None
+    _keepaliveCall: IDelayedCall | None = None
+    _keepaliveMark = 0
+    _pingToken = 0
 
     def __init__(self, owner: ConnectionOwner, options: ClientOptions, clock: IReactorTime) -> None:
         """
@@ -114,6 +138,8 @@ class SockShareClientProtocol(Protocol):
         # None: the default frames, encoded inline; an ordered codec's
         # requests arrive encoded already.
         self._encode: Any = None if type(codec) is Multiplexed else _asEncoded if codec.ordered else codec.encodeRequest
+        # Control frames (CANCEL, PING, PONG) exist in this project's frames only.
+        self._controls = type(codec) is Multiplexed
         # Requests by id, in the order written.  With an ordered codec a
         # forgotten request keeps its slot (None) until its reply comes.
         self._table: dict[int, _Request | None] = {}
@@ -140,6 +166,8 @@ class SockShareClientProtocol(Protocol):
             setNoDelay(True)
         if self._options.keepAlive is not None:
             _enableKeepAlive(self.transport, self._options.keepAlive)
+        if self._options.pingInterval is not None and self._controls:
+            self._keepaliveCall = self._clock.callLater(self._options.pingInterval, self._keepalive)
 
     # -- Requests: the hot path ----------------------------------------------
 
@@ -155,6 +183,7 @@ class SockShareClientProtocol(Protocol):
         self._nextId = (requestId + 1) & MAX_REQUEST_ID
         request.requestId = requestId
         request.connection = self
+        request.mark = self._chunks
         table[requestId] = request
         encode = self._encode
         if encode is None:
@@ -169,6 +198,10 @@ class SockShareClientProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.received = True
+        self._chunks += 1
+        if self._pingCall is not None:  # any byte answers a PING
+            self._pingCall.cancel()
+            self._pingCall = None
         frames = self._decoder.feed(data)
         if frames:
             batch: list[bytes] = []
@@ -179,6 +212,11 @@ class SockShareClientProtocol(Protocol):
             pop = table.pop
             try:
                 for requestId, kind, payload in frames:
+                    if kind > ERROR:
+                        self._control(requestId, kind, payload)
+                        if self.state is CLOSING:
+                            return
+                        continue
                     if requestId == NEXT:
                         if not table:
                             if self.state is LIVE or self.state is RETIRING:
@@ -206,24 +244,100 @@ class SockShareClientProtocol(Protocol):
         if violation is not None and (self.state is LIVE or self.state is RETIRING):
             self._violated(violation)
 
-    def forget(self, request: _Request, orphan: bool = False) -> None:
+    def _control(self, requestId: int, kind: int, payload: bytes) -> None:
+        """
+        A GOAWAY, PING or PONG from the server.
+        """
+        if kind == GOAWAY:
+            self._owner._goaway(self, payload.decode("utf-8", "replace"))
+            self.retire()
+        elif kind == PING:
+            if len(payload) > MAX_PING_PAYLOAD:
+                self._violated(f"a PING carries {len(payload)} bytes, above {MAX_PING_PAYLOAD}")
+            elif self.state is LIVE or self.state is RETIRING:
+                self._write(encodeFrame(requestId, PONG, payload))
+        # A PONG needs nothing more: any byte received answered the PING.
+
+    def _write(self, frame: bytes) -> None:
+        if self._batch is not None:
+            self._batch.append(frame)
+        else:
+            self.transport.write(frame)  # type: ignore[union-attr]
+
+    def forget(self, request: _Request, cancel: bool = True) -> int:
         """
         Stop waiting for C{request}'s reply (it timed out, was cancelled, or
-        the client gave up on it); if the reply comes it counts as late.  With
-        an ordered codec the request keeps its place in line, so its reply
-        is not taken for the next request's.
+        the client gave up on it).  Where the frames have ids (this project's
+        codec) and C{cancel}, a CANCEL is sent and the id stays held until the
+        server's reply, which then counts as late; with an ordered codec the
+        request keeps its place in line, so its reply is not taken for the
+        next request's.  Either way it counts among L{orphans} until then.
 
-        @param orphan: count it among L{orphans} (it timed out here).
+        @return: 1 if a CANCEL was sent, else 0.
         """
         table = self._table
-        if self._ordered and request.requestId in table:
-            table[request.requestId] = None
-        else:
-            table.pop(request.requestId, None)
-        if orphan and self.state is LIVE:
+        requestId = request.requestId
+        if requestId not in table:
+            return 0
+        if self._ordered or (cancel and self._controls):
+            table[requestId] = None
             self.orphans += 1
+        else:
+            del table[requestId]
+        sent = 0
+        if cancel and self._controls and (self.state is LIVE or self.state is RETIRING):
+            self._write(encodeFrame(requestId, CANCEL, b""))
+            sent = 1
         if self.state is RETIRING:
             self._closeIfQuiet()
+        return sent
+
+    def silentSince(self, request: _Request) -> bool:
+        """
+        Whether nothing at all came from the server since C{request} was
+        written here.
+        """
+        return self._chunks == request.mark
+
+    def probe(self) -> None:
+        """
+        Send a PING, unless one is waiting already: if no byte at all comes
+        within C{pingTimeout}, the connection is presumed dead or stuck (a
+        backend that stopped reading) and is reset.
+        """
+        if self._pingCall is not None or not self._controls or not (self.state is LIVE or self.state is RETIRING):
+            return
+        self._pingToken = (self._pingToken + 1) & MAX_REQUEST_ID
+        self._write(encodeFrame(self._pingToken, PING, b""))
+        self._pingCall = self._clock.callLater(self._options.pingTimeout, self._pingTimedOut)
+
+    def _pingTimedOut(self) -> None:
+        self._pingCall = None
+        where = self._owner.endpointDescription
+        _log.warn(
+            "No byte from {endpoint} within pingTimeout={timeout} seconds of a PING; resetting the connection",
+            endpoint=where,
+            timeout=self._options.pingTimeout,
+        )
+        self.abort(
+            ConnectionDropped(
+                f"no byte from {where} within pingTimeout={self._options.pingTimeout} seconds of a PING: "
+                "the connection was presumed dead or stuck, and reset"
+            )
+        )
+
+    def _keepalive(self) -> None:
+        """
+        Every C{pingInterval}: PING if nothing came since the last time.
+        """
+        self._keepaliveCall = None
+        if not (self.state is LIVE or self.state is RETIRING):
+            return
+        if self._chunks == self._keepaliveMark:
+            self.probe()
+        self._keepaliveMark = self._chunks
+        assert self._options.pingInterval is not None
+        self._keepaliveCall = self._clock.callLater(self._options.pingInterval, self._keepalive)
 
     # -- The connection's life -------------------------------------------------
 
@@ -268,6 +382,7 @@ class SockShareClientProtocol(Protocol):
             reason = Failure(reason)
         before = self.state
         self.state = LOST
+        self._stopPinging()
         if self._abortCall is not None:
             if self._abortCall.active():
                 self._abortCall.cancel()
@@ -310,7 +425,18 @@ class SockShareClientProtocol(Protocol):
 
     def _closing(self) -> None:
         self.state = CLOSING
+        # A PING already waiting keeps waiting: no byte in time aborts a
+        # graceful close sooner than closeTimeout would.
+        if self._keepaliveCall is not None and self._keepaliveCall.active():
+            self._keepaliveCall.cancel()
+        self._keepaliveCall = None
         self._owner._connectionUnusable(self)
+
+    def _stopPinging(self) -> None:
+        for call in (self._pingCall, self._keepaliveCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._pingCall = self._keepaliveCall = None
 
     def _closeIfQuiet(self) -> None:
         if not any(self._table.values()):

@@ -10,6 +10,7 @@ out of range (NaN included) a C{ValueError}.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,10 +89,13 @@ class ClientOptions:
     it is allowed.
     """
 
-    #: Seconds to keep the connection open once no request is pending: C{0}
-    #: closes it as soon as the callbacks of the last response have run;
-    #: L{None} keeps it open until C{close()} (or until it fails).
-    idleTimeout: float | None = 0.0
+    #: Seconds to keep the connection open once the pending count has
+    #: returned to zero and stayed there (a linger): the client then
+    #: reconnects at most C{1 / idleTimeout} times a second, whatever the
+    #: load, and an idle client holds no socket after it.  C{0} closes it as
+    #: soon as the callbacks of the last response have run (a socket per
+    #: request at low concurrency); L{None} keeps it open until C{close()}.
+    idleTimeout: float | None = 0.5
     #: Seconds a connection attempt may take before the requests waiting on
     #: it fail with C{ConnectFailed}; L{None} leaves it to the endpoint.
     connectTimeout: float | None = 10.0
@@ -105,10 +109,13 @@ class ClientOptions:
     #: C{PayloadTooLarge}) or received (a larger reply is a
     #: C{ProtocolViolation}).
     maxPayload: int = 1_048_576
-    #: Drop the connection when a request times out (the other requests on
-    #: it fail with C{ConnectionDropped}); if false only the late request
-    #: fails and its reply is discarded when it comes.
-    resetOnTimeout: bool = True
+    #: What a request timeout does to its connection.  L{None} (the default):
+    #: with request ids (the multiplexed codec) the request alone fails and a
+    #: CANCEL is sent, the connection and its other requests untouched; with
+    #: an ordered (FIFO) codec the connection is reset, since a reply cannot
+    #: be skipped.  C{True}: reset the connection (its other requests fail
+    #: with C{ConnectionDropped}).  C{False}: never reset (ids needed).
+    resetOnTimeout: bool | None = None
     #: Seconds C{close()} lets pending requests finish (then they fail with
     #: C{ClientClosed} and the connections are aborted), and seconds a
     #: connection's graceful close may take before it is aborted.
@@ -125,10 +132,24 @@ class ClientOptions:
     #: request opens a fresh connection while the old one finishes what it
     #: has, then closes.  L{None}: no limit.
     maxLifetime: float | None = None
-    #: With C{resetOnTimeout=False}, retire a connection (as for
-    #: C{maxLifetime}) once more than this many of its requests timed out
-    #: with no reply seen yet.  L{None}: no limit.
-    maxOrphans: int | None = None
+    #: Retire a connection (as for C{maxLifetime}) once more than this many
+    #: of its ids are held by requests that timed out or were cancelled and
+    #: whose reply has not come yet (an id is not reused before its reply).
+    #: L{None}: no limit.
+    maxOrphans: int | None = 100
+    #: Seconds without receiving anything, while requests are outstanding or
+    #: the connection lingers, after which a PING is sent.  L{None}: no PING
+    #: but the one sent when a request times out on a connection silent
+    #: since it was written.
+    pingInterval: float | None = None
+    #: Seconds a PING waits for any byte before the connection is presumed
+    #: dead or stuck and reset (its requests fail with C{ConnectionDropped}).
+    pingTimeout: float = 10.0
+    #: Seconds to wait, after the C{n}-th connect failure in a row (C{n}
+    #: from 0), before the next attempt; requests meanwhile fail at once with
+    #: C{ConnectFailed}.  L{None}: capped exponential with jitter (Twisted's
+    #: C{backoffPolicy}: 0.1 s, doubling, up to 5 s, plus up to 0.1 s).
+    connectBackoff: Callable[[int], float] | None = None
 
     def __post_init__(self) -> None:
         _seconds("idleTimeout", self.idleTimeout, orNone=True, zero=True)
@@ -137,18 +158,24 @@ class ClientOptions:
         _seconds("closeTimeout", self.closeTimeout, orNone=False)
         _seconds("keepAlive", self.keepAlive, orNone=True, zero=True, minimum=1.0)
         _seconds("maxLifetime", self.maxLifetime, orNone=True)
+        _seconds("pingInterval", self.pingInterval, orNone=True)
+        _seconds("pingTimeout", self.pingTimeout, orNone=False)
+        if self.connectBackoff is not None and not callable(self.connectBackoff):
+            raise TypeError(
+                f"connectBackoff must be a function of the failure count, or None, not {self.connectBackoff!r}"
+            )
         _count("maxPending", self.maxPending, minimum=1)
         _count("maxPayload", self.maxPayload, minimum=0, maximum=MAX_PAYLOAD)
         _count("maxOrphans", self.maxOrphans, minimum=0, orNone=True)
-        if not isinstance(self.resetOnTimeout, bool):
-            raise TypeError(f"resetOnTimeout must be True or False, not {self.resetOnTimeout!r}")
+        if self.resetOnTimeout is not None and not isinstance(self.resetOnTimeout, bool):
+            raise TypeError(f"resetOnTimeout must be True, False or None, not {self.resetOnTimeout!r}")
         if self.codec is None:
             object.__setattr__(self, "codec", _MULTIPLEXED)
         codec = self.codec
         assert codec is not None
         if not all(hasattr(codec, name) for name in ("ordered", "encodeRequest", "decoder")):
             raise TypeError(f"codec must have ordered, encodeRequest and decoder (see codecs.Codec), not {codec!r}")
-        if codec.ordered and not self.resetOnTimeout:
+        if codec.ordered and self.resetOnTimeout is False:
             raise ValueError(
                 "resetOnTimeout=False needs a codec with request ids: with an ordered codec a reply that "
                 "never comes would shift the later replies onto the wrong requests"

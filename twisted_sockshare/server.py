@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from inspect import isawaitable
 from typing import Union
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -39,7 +39,20 @@ from zope.interface import implementer
 
 from ._reactor import maybeGlobalReactor
 from .options import _count, _seconds
-from .wire import ERROR, MIN_LENGTH, RESPONSE, SERVER_RECEIVES, FrameDecoder, encodeFrame
+from .wire import (
+    CANCEL,
+    ERROR,
+    GOAWAY,
+    MAX_PING_PAYLOAD,
+    MIN_LENGTH,
+    PING,
+    PONG,
+    REQUEST,
+    RESPONSE,
+    SERVER_RECEIVES,
+    FrameDecoder,
+    encodeFrame,
+)
 
 #: What a handler may return: the response's bytes, or a Deferred or
 #: awaitable (e.g. a coroutine) that gives them.
@@ -105,11 +118,19 @@ class SockShareServerProtocol(Protocol):
         # Handler deadlines by request id, in the order they started.
         self._deadlines: dict[int, float] = {}
         self._handlerCall: IDelayedCall | None = None
+        # GOAWAY: sent after maxConnectionAge or on a graceful stop; then the
+        # connection is aborted if the client has not closed it within
+        # drainTimeout.
+        self._goneAway = False
+        self._ageCall: IDelayedCall | None = None
+        self._drainCall: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         factory = self._factory
-        factory._connectionMade()
+        factory._connectionMade(self)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        if factory.maxConnectionAge is not None:
+            self._ageCall = self._clock.callLater(factory.maxConnectionAge, self.goAway, "maxConnectionAge reached")
         if factory.idleTimeout is not None:
             self._lastActive = self._clock.seconds()
             self._idleCall = self._clock.callLater(factory.idleTimeout, self._checkIdle)
@@ -145,12 +166,33 @@ class SockShareServerProtocol(Protocol):
         backlog = self._backlog
         inFlight = self._inFlight
         while backlog and not (self._busy or self._blocked or self._lost):
-            requestId, _kind, payload = backlog.popleft()
-            if requestId in inFlight:
+            requestId, kind, payload = backlog.popleft()
+            if kind != REQUEST:
+                self._control(requestId, kind, payload)
+            elif requestId in inFlight:
                 self._violated(f"request id {requestId} is already in flight on this connection")
                 return
-            self._handle(requestId, payload)
+            else:
+                self._handle(requestId, payload)
         self._updateReading()
+
+    def _control(self, requestId: int, kind: int, payload: bytes) -> None:
+        """
+        A CANCEL, PING or PONG from the client.
+        """
+        if kind == CANCEL:
+            # The handler's Deferred fails with CancelledError (the request
+            # is answered with an ERROR saying so), unless its canceller gives
+            # it a result.  A CANCEL that crossed the answer finds nothing.
+            deferred = self._inFlight.get(requestId)
+            if deferred is not None:
+                self._factory._cancels += 1
+                deferred.cancel()
+        elif kind == PING:
+            if len(payload) > MAX_PING_PAYLOAD:
+                self._violated(f"a PING carries {len(payload)} bytes, above {MAX_PING_PAYLOAD}")
+            else:
+                self.transport.write(encodeFrame(requestId, PONG, payload))  # type: ignore[union-attr]
 
     def _updateReading(self) -> None:
         paused = self._busy or self._blocked
@@ -246,7 +288,8 @@ class SockShareServerProtocol(Protocol):
     def _ebHandled(self, reason: Failure, requestId: int) -> None:
         if self._settled(requestId):
             assert reason.value is not None
-            self._sendError(requestId, reason.value, reason)
+            # A cancel the client asked for is no handler failure to log.
+            self._sendError(requestId, reason.value, None if reason.check(CancelledError) else reason)
             self._makeRoom()
 
     def _sendResponse(self, requestId: int, result: object) -> None:
@@ -264,10 +307,45 @@ class SockShareServerProtocol(Protocol):
         self._factory._errors += 1
         if reason is not None:
             _log.failure("Handler failed for request {requestId}", reason, requestId=requestId)
-        else:
+        elif not isinstance(error, CancelledError):
             _log.warn("Request {requestId} failed: {error}", requestId=requestId, error=error)
         message = describeError(error).encode("utf-8")[: self._factory.maxPayload]
         self.transport.write(encodeFrame(requestId, ERROR, message))  # type: ignore[union-attr]
+
+    # -- Going away --------------------------------------------------------------
+
+    def goAway(self, reason: str) -> None:
+        """
+        Send GOAWAY: the client sends no new request on this connection and
+        closes it once its requests are answered.  The server keeps
+        answering what it receives; if the client has not closed the
+        connection C{drainTimeout} seconds later, it is aborted.
+        """
+        if self._goneAway or self._lost:
+            return
+        self._goneAway = True
+        factory = self._factory
+        factory._goaways += 1
+        if self._ageCall is not None and self._ageCall.active():
+            self._ageCall.cancel()
+        self._ageCall = None
+        message = reason.encode("utf-8")[: factory.maxPayload]
+        self.transport.write(encodeFrame(0, GOAWAY, message))  # type: ignore[union-attr]
+        if factory.drainTimeout is not None:
+            self._drainCall = self._clock.callLater(factory.drainTimeout, self._drainTimedOut)
+
+    def _drainTimedOut(self) -> None:
+        self._drainCall = None
+        self._factory._drainAborted += 1
+        _log.warn(
+            "Aborting the connection from {peer}: not closed by its client within drainTimeout={timeout} seconds "
+            "of GOAWAY ({count} requests still in flight)",
+            peer=self.transport.getPeer() if self.transport is not None else None,
+            timeout=self._factory.drainTimeout,
+            count=len(self._inFlight),
+        )
+        self._lost = True
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     # -- Timers ------------------------------------------------------------------
 
@@ -361,16 +439,16 @@ class SockShareServerProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
-        for call in (self._idleCall, self._frameCall, self._handlerCall):
+        for call in (self._idleCall, self._frameCall, self._handlerCall, self._ageCall, self._drainCall):
             if call is not None and call.active():
                 call.cancel()
-        self._idleCall = self._frameCall = self._handlerCall = None
+        self._idleCall = self._frameCall = self._handlerCall = self._ageCall = self._drainCall = None
         if self._paused:
             self._paused = False
             self._factory._pausedConnections -= 1
         self._backlog.clear()
         self._deadlines.clear()
-        self._factory._connectionLost()
+        self._factory._connectionLost(self)
         inFlight, self._inFlight = self._inFlight, {}
         for deferred in inFlight.values():
             # _ebHandled consumes the CancelledError: nobody is left to answer.
@@ -397,6 +475,8 @@ class SockShareServerFactory(Factory):
         maxConnections: int | None = None,
         handlerTimeout: float | None = None,
         frameTimeout: float | None = 30.0,
+        maxConnectionAge: float | None = None,
+        drainTimeout: float | None = 30.0,
     ) -> None:
         """
         @param handler: called with each request's payload; returns the
@@ -424,6 +504,13 @@ class SockShareServerFactory(Factory):
         @param frameTimeout: a frame must arrive whole within this many
             seconds of its first byte, or the connection is aborted (a
             slow-loris client).  L{None}: no limit.
+        @param maxConnectionAge: send GOAWAY on a connection this many seconds
+            after it was made, so clients move to fresh connections (to
+            spread over new backends, or renew TLS).  L{None}: never.
+        @param drainTimeout: after GOAWAY (for C{maxConnectionAge}, or
+            L{drain} on a graceful stop) the server keeps answering; a
+            connection its client has not closed this many seconds later is
+            aborted.  L{None}: wait for the client.
         @raise TypeError: if an option has the wrong type.
         @raise ValueError: if an option is out of range.
         """
@@ -433,6 +520,8 @@ class SockShareServerFactory(Factory):
         _count("maxConnections", maxConnections, minimum=1, orNone=True)
         _seconds("handlerTimeout", handlerTimeout, orNone=True)
         _seconds("frameTimeout", frameTimeout, orNone=True)
+        _seconds("maxConnectionAge", maxConnectionAge, orNone=True)
+        _seconds("drainTimeout", drainTimeout, orNone=True)
         self.handler = handler
         self.maxPayload = maxPayload
         self.idleTimeout = idleTimeout
@@ -441,6 +530,12 @@ class SockShareServerFactory(Factory):
         self.maxConnections = defaultMaxConnections() if maxConnections is None else maxConnections
         self.handlerTimeout = handlerTimeout
         self.frameTimeout = frameTimeout
+        self.maxConnectionAge = maxConnectionAge
+        self.drainTimeout = drainTimeout
+        self._protocols: set[SockShareServerProtocol] = set()
+        # While draining: the reason, and the Deferreds drain() returned.
+        self._drainReason: str | None = None
+        self._drainWaiters: list[Deferred[int]] = []
         self._connections = 0
         self._connectionsOpened = 0
         self._refused = 0
@@ -454,8 +549,13 @@ class SockShareServerFactory(Factory):
         self._handlerTimeouts = 0
         self._frameTimeouts = 0
         self._peakInFlight = 0
+        self._cancels = 0
+        self._goaways = 0
+        self._drainAborted = 0
 
     def buildProtocol(self, addr: IAddress | None) -> SockShareServerProtocol | None:
+        if self._drainReason is not None:
+            return None
         if self._connections >= self.maxConnections:
             self._refused += 1
             _log.warn(
@@ -467,11 +567,50 @@ class SockShareServerFactory(Factory):
         self._connections += 1
         return SockShareServerProtocol(self)
 
-    def _connectionMade(self) -> None:
+    def _connectionMade(self, protocol: SockShareServerProtocol) -> None:
         self._connectionsOpened += 1
+        self._protocols.add(protocol)
+        if self._drainReason is not None:
+            protocol.goAway(self._drainReason)
 
-    def _connectionLost(self) -> None:
+    def _connectionLost(self, protocol: SockShareServerProtocol) -> None:
         self._connections -= 1
+        self._protocols.discard(protocol)
+        if not self._protocols and self._drainWaiters:
+            waiters, self._drainWaiters = self._drainWaiters, []
+            for waiter in waiters:
+                waiter.callback(self._drainAborted)
+
+    def drain(self, reason: str = "the server is shutting down") -> Deferred[int]:
+        """
+        Stop gracefully: refuse new connections, send GOAWAY on every
+        connection, keep answering what is in flight (and what crossed the
+        GOAWAY), and wait for the clients to close their connections (each
+        is aborted C{drainTimeout} seconds after its GOAWAY).  Stopping the
+        listening port first is the caller's part (the C{twistd} plugin does
+        it); stopping the last port of the factory starts a drain too.
+
+        @return: a Deferred that fires once no connection is left, with the
+            number of connections aborted by C{drainTimeout} (0: every
+            client closed its connection after its answers).
+        """
+        if self._drainReason is None:
+            self._drainReason = reason
+            for protocol in list(self._protocols):
+                protocol.goAway(reason)
+        waiter: Deferred[int] = Deferred()
+        if self._protocols:
+            self._drainWaiters.append(waiter)
+        else:
+            waiter.callback(self._drainAborted)
+        return waiter
+
+    def stopFactory(self) -> None:
+        """
+        The factory's last listening port stopped: drain the connections.
+        """
+        if self._protocols:
+            self.drain()
 
     def stats(self) -> dict[str, int]:
         """
@@ -486,7 +625,9 @@ class SockShareServerFactory(Factory):
             or the client not reading), C{pauses} (times a connection was
             paused), C{handlerTimeouts}, C{frameTimeouts} and
             C{peakInFlight} (the most requests of one connection in its
-            handlers at once).
+            handlers at once), C{cancelsReceived} (CANCELs that found their
+            request running), C{goawaysSent} and C{drainAborted}
+            (connections aborted by C{drainTimeout}).
         """
         return {
             "connections": self._connections,
@@ -502,6 +643,9 @@ class SockShareServerFactory(Factory):
             "handlerTimeouts": self._handlerTimeouts,
             "frameTimeouts": self._frameTimeouts,
             "peakInFlight": self._peakInFlight,
+            "cancelsReceived": self._cancels,
+            "goawaysSent": self._goaways,
+            "drainAborted": self._drainAborted,
         }
 
 

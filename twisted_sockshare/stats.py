@@ -41,6 +41,10 @@ class ClientStats:
     rejected: int = 0
     lateResponses: int = 0
     connectionsRetired: int = 0
+    #: GOAWAY frames received (each retires its connection).
+    goawaysReceived: int = 0
+    #: CANCEL frames sent for requests that timed out or were cancelled.
+    cancelsSent: int = 0
 
     @classmethod
     def fromDict(cls, counters: Mapping[str, int]) -> ClientStats:
@@ -103,6 +107,8 @@ class _ClientCounters:
     _rejected = 0
     _lateResponses = 0
     _retired = 0
+    _goawaysReceived = 0
+    _cancelsSent = 0
 
     def _counters(self, pending: int, connected: bool) -> ClientStats:
         """
@@ -124,6 +130,8 @@ class _ClientCounters:
             rejected=self._rejected,
             lateResponses=self._lateResponses,
             connectionsRetired=self._retired,
+            goawaysReceived=self._goawaysReceived,
+            cancelsSent=self._cancelsSent,
         )
 
 

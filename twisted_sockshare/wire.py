@@ -20,10 +20,24 @@ REQUEST: Final = 1
 RESPONSE: Final = 2
 #: Frame kind sent by the server: the request failed; the payload is a UTF-8 message.
 ERROR: Final = 3
+#: Frame kind sent by the client: stop working on the request with this id
+#: (empty payload); the server still answers it, once.
+CANCEL: Final = 4
+#: Frame kind sent by the server: send no new request on this connection
+#: (request id 0, payload a UTF-8 reason); the ones sent are answered.
+GOAWAY: Final = 5
+#: Frame kind sent by either side: answer at once with a PONG carrying the
+#: same request id (an opaque token) and payload (at most L{MAX_PING_PAYLOAD}).
+PING: Final = 6
+#: Frame kind sent by either side: the answer to a PING.
+PONG: Final = 7
+
+#: The largest payload of a PING (or PONG), in bytes.
+MAX_PING_PAYLOAD: Final = 64
 
 #: Kinds a client may receive, and kinds a server may receive.
-CLIENT_RECEIVES: Final = frozenset({RESPONSE, ERROR})
-SERVER_RECEIVES: Final = frozenset({REQUEST})
+CLIENT_RECEIVES: Final = frozenset({RESPONSE, ERROR, GOAWAY, PING, PONG})
+SERVER_RECEIVES: Final = frozenset({REQUEST, CANCEL, PING, PONG})
 
 _HEADER: Final = struct.Struct(">IIB")
 #: Bytes of a frame before its payload.
@@ -47,7 +61,7 @@ def encodeFrame(requestId: int, kind: int, payload: bytes) -> bytes:
     Encode one frame.
 
     @param requestId: the request id, 0 to L{MAX_REQUEST_ID}.
-    @param kind: L{REQUEST}, L{RESPONSE} or L{ERROR}.
+    @param kind: one of the frame kinds (L{REQUEST} to L{PONG}).
     @param payload: the frame's payload.
     @return: the frame's bytes.
     """
@@ -160,6 +174,13 @@ __all__ = [
     "REQUEST",
     "RESPONSE",
     "ERROR",
+    "CANCEL",
+    "GOAWAY",
+    "PING",
+    "PONG",
+    "MAX_PING_PAYLOAD",
+    "CLIENT_RECEIVES",
+    "SERVER_RECEIVES",
     "HEADER_SIZE",
     "MIN_LENGTH",
     "MAX_REQUEST_ID",
