@@ -90,6 +90,17 @@ class BalancerTests(SynchronousTestCase):
         self.clock.advance(0.5)
         self.assertEqual(self.balancer.stats()["endpointsDown"], 0)
 
+    def test_oneFailedConnectCountsOnce(self) -> None:
+        """Many requests waiting on one failed connect count as one failure: the backoff does not jump to its cap."""
+        balancer = SockShareBalancer(
+            self.endpoints[:1] + self.endpoints[1:2], self.clock, random=lambda: 1.0, backoff=1, maxBackoff=60
+        )  # type: ignore[arg-type]
+        for i in range(16):
+            balancer.request(b"%d" % i).addErrback(lambda f: None)
+        self.endpoints[0].attempts[0].fail(ConnectionRefusedError())
+        self.clock.advance(1)
+        self.assertEqual(balancer.stats()["endpointsDown"], 0)
+
     def test_allDownFailsFast(self) -> None:
         """With every endpoint down, requests fail at once with ConnectFailed instead of queueing."""
         d = self.balancer.request(b"x")

@@ -133,12 +133,12 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(
             options.clientOptions(),
             {
-                "idleTimeout": 0.0,
+                "idleTimeout": 0.5,
                 "connectTimeout": 10.0,
                 "requestTimeout": 30.0,
                 "maxPending": 10_000,
                 "maxPayload": 1_048_576,
-                "resetOnTimeout": True,
+                "resetOnTimeout": None,
             },
         )
 

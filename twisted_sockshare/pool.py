@@ -227,15 +227,19 @@ class SockShareBalancer:
                 member.failures = 0
             result.errback(reason)
             return
-        member.failures += 1
-        period = self._backoffPolicy(member.failures - 1) * (0.5 + 0.5 * self._random())
-        member.downUntil = self._clock.seconds() + period
-        _log.warn(
-            "Endpoint {endpoint} is down for {period:.1f} s: {why}",
-            endpoint=member.client.endpointDescription,
-            period=period,
-            why=reason.getErrorMessage(),
-        )
+        now = self._clock.seconds()
+        if member.downUntil <= now:
+            # One failed connect fails every request waiting on it: count it
+            # once, or a burst of callers would push the backoff to its cap.
+            member.failures += 1
+            period = self._backoffPolicy(member.failures - 1) * (0.5 + 0.5 * self._random())
+            member.downUntil = now + period
+            _log.warn(
+                "Endpoint {endpoint} is down for {period:.1f} s: {why}",
+                endpoint=member.client.endpointDescription,
+                period=period,
+                why=reason.getErrorMessage(),
+            )
         why.append(reason.getErrorMessage())
         self._attempt(payload, result, tried, why)
 

@@ -112,6 +112,20 @@ class ServerOptions(usage.Options):
             "Abort a connection whose frame is still incomplete this many seconds after it began ('none': never).",
             timeout("frame-timeout"),
         ],
+        [
+            "max-connection-age",
+            None,
+            None,
+            "Send GOAWAY on a connection this many seconds old, so its client moves to a fresh one ('none': never).",
+            timeout("max-connection-age"),
+        ],
+        [
+            "drain-timeout",
+            None,
+            30.0,
+            "On stop (SIGTERM) or GOAWAY, abort a connection its client has not closed after this many seconds.",
+            timeout("drain-timeout"),
+        ],
         ["port-file", None, None, "Write the listening port's number to this file."],
     ]
 
@@ -122,6 +136,30 @@ class ServerOptions(usage.Options):
             self["endpoint"] = serverFromString(reactor, self["listen"])
         except (ValueError, TypeError, KeyError) as e:
             raise usage.UsageError(f"--listen {self['listen']!r} is not a valid endpoint: {e}") from e
+
+
+class _DrainingServerService(_PortFileService):
+    """
+    On stop (C{twistd} SIGTERM): stop listening, send GOAWAY on every
+    connection, answer what is in flight, and stop once every client has
+    closed its connection (or C{drainTimeout} aborted it).  If none had to be
+    aborted, the exit is clean: status 0, not the signal's.
+    """
+
+    factory: SockShareServerFactory
+
+    def stopService(self) -> Deferred[None]:
+        from twisted.internet import reactor
+
+        def drain(_: object) -> Deferred[int]:
+            _log.info("Draining {count} connections", count=self.factory.stats()["connections"])
+            return self.factory.drain()
+
+        def done(aborted: int) -> None:
+            if aborted == 0 and getattr(reactor, "_exitSignal", None) is not None:
+                reactor._exitSignal = None  # type: ignore[attr-defined]
+
+        return maybeDeferred(super().stopService).addCallback(drain).addCallback(done)
 
 
 def makeServerService(options: ServerOptions) -> IService:
@@ -139,9 +177,11 @@ def makeServerService(options: ServerOptions) -> IService:
         maxConnections=options["max-connections"],
         handlerTimeout=options["handler-timeout"],
         frameTimeout=options["frame-timeout"],
+        maxConnectionAge=options["max-connection-age"],
+        drainTimeout=options["drain-timeout"],
     )
     backend.stats = factory.stats
-    return _PortFileService(options["endpoint"], factory, options["port-file"])
+    return _DrainingServerService(options["endpoint"], factory, options["port-file"])
 
 
 class ClientOptions(usage.Options):
@@ -157,7 +197,13 @@ class ClientOptions(usage.Options):
     optParameters = [
         ["listen", "l", "tcp:8080:interface=127.0.0.1", "HTTP endpoint to listen on (a server endpoint string)."],
         ["strategy", "s", "shared", f"How to reach the backend: {' or '.join(STRATEGIES)}."],
-        ["idle-timeout", None, 0.0, "Seconds to keep an unused connection open.", number(float, "idle-timeout", 0)],
+        [
+            "idle-timeout",
+            None,
+            0.5,
+            "Seconds to keep the backend connection open once nothing is pending (0: close at zero).",
+            number(float, "idle-timeout", 0),
+        ],
         [
             "connect-timeout",
             None,
@@ -184,8 +230,12 @@ class ClientOptions(usage.Options):
         ["port-file", None, None, "Write the HTTP port's number to this file."],
     ]
     optFlags = [
-        ["reset-on-timeout", None, "Drop the connection when a request times out (the default)."],
-        ["no-reset-on-timeout", None, "Fail only the late request; keep the connection."],
+        ["reset-on-timeout", None, "Reset the backend connection when a request times out (the others on it fail)."],
+        [
+            "no-reset-on-timeout",
+            None,
+            "Fail only the late request (and send CANCEL); the default with the sockshare frames.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -234,7 +284,7 @@ class ClientOptions(usage.Options):
             "requestTimeout": self["request-timeout"],
             "maxPending": self["max-pending"],
             "maxPayload": self["max-payload"],
-            "resetOnTimeout": not self["no-reset-on-timeout"],
+            "resetOnTimeout": True if self["reset-on-timeout"] else False if self["no-reset-on-timeout"] else None,
         }
 
 
