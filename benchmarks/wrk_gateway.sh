@@ -1,6 +1,7 @@
 #!/bin/sh
-# Load the demo gateway with wrk and report requests/s, non-2xx responses and
-# the backend connections opened, for one gateway configuration.
+# Load the demo gateway with wrk and report requests/s, non-2xx responses,
+# the backend connections opened and the sockets left in TIME_WAIT on the
+# backend's port, for one gateway configuration.
 #
 #   sh benchmarks/wrk_gateway.sh SECONDS CONNECTIONS DELAY [sockshare-client options...]
 #   e.g. sh benchmarks/wrk_gateway.sh 10 100 0 --strategy shared --idle-timeout 0
@@ -12,6 +13,8 @@ shift 3
 dir=$(mktemp -d)
 here=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+server= client=
+trap 'kill -TERM $client $server 2>/dev/null; wait $client $server 2>/dev/null; rm -rf "$dir"' EXIT
 twistd -n --pidfile= --logfile "$dir/server.log" sockshare-server --listen tcp:0:interface=127.0.0.1 --port-file "$dir/server.port" --delay "$delay" &
 server=$!
 while [ ! -s "$dir/server.port" ]; do sleep 0.1; done
@@ -23,10 +26,13 @@ cat > "$dir/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body = string.rep("x", 64)
 LUA
-wrk -t2 -c"$connections" -d"${seconds}s" -s "$dir/post.lua" "$api/request" > "$dir/wrk.out"
-python3 - "$api" "$dir/wrk.out" "$*" <<'PY'
+threads=$(( connections < 2 ? connections : 2 ))
+wrk -t"$threads" -c"$connections" -d"${seconds}s" -s "$dir/post.lua" "$api/request" > "$dir/wrk.out"
+backendPort=$(cat "$dir/server.port")
+timeWait=$(ss -Htan state time-wait "( sport = :$backendPort or dport = :$backendPort )" | wc -l)
+python3 - "$api" "$dir/wrk.out" "$*" "$timeWait" <<'PY'
 import json, re, sys, urllib.request
-api, wrkOut, options = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3]
+api, wrkOut, options, timeWait = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3], sys.argv[4]
 rate = float(re.search(r"Requests/sec:\s+([\d.]+)", wrkOut).group(1))
 total = int(re.search(r"(\d+) requests in", wrkOut).group(1))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", wrkOut)
@@ -34,9 +40,6 @@ errors = re.search(r"Socket errors: (.*)", wrkOut)
 backend = json.loads(urllib.request.urlopen(urllib.request.Request(api + "/request", data=b"!stats")).read())
 opened = backend["connectionsOpened"]
 print(f"{options:45s} req/s={rate:9.1f} requests={total:7d} non2xx={int(non2xx.group(1)) if non2xx else 0:5d} "
-      f"backendConnectionsOpened={opened:6d} per10k={opened * 10000 / max(total, 1):8.1f}"
+      f"backendConnectionsOpened={opened:6d} per10k={opened * 10000 / max(total, 1):8.1f} timeWait={timeWait}"
       + (f" socketErrors=[{errors.group(1)}]" if errors else ""))
 PY
-kill -TERM "$client" "$server"
-wait "$client" "$server" 2>/dev/null || true
-rm -rf "$dir"
