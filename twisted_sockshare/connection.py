@@ -21,6 +21,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._liveness import _Liveness
 from .codecs import NEXT, Multiplexed
 from .errors import ConnectFailed, ConnectionDropped, ProtocolViolation
 from .wire import (
@@ -116,11 +117,6 @@ class SockShareClientProtocol(Protocol):
     #: when written, so its timeout can tell whether anything came since.
     _chunks = 0
     _abortCall: IDelayedCall | None = None
-    # A PING waiting for any byte, and the periodic PING of pingInterval.
-    _pingCall: IDelayedCall | None = None
-    _keepaliveCall: IDelayedCall | None = None
-    _keepaliveMark = 0
-    _pingToken = 0
 
     def __init__(self, owner: ConnectionOwner, options: ClientOptions, clock: IReactorTime) -> None:
         """
@@ -140,6 +136,7 @@ class SockShareClientProtocol(Protocol):
         self._encode: Any = None if type(codec) is Multiplexed else _asEncoded if codec.ordered else codec.encodeRequest
         # Control frames (CANCEL, PING, PONG) exist in this project's frames only.
         self._controls = type(codec) is Multiplexed
+        self._liveness = _Liveness(self, clock, options.pingInterval, options.pingTimeout)
         # Requests by id, in the order written.  With an ordered codec a
         # forgotten request keeps its slot (None) until its reply comes.
         self._table: dict[int, _Request | None] = {}
@@ -166,8 +163,8 @@ class SockShareClientProtocol(Protocol):
             setNoDelay(True)
         if self._options.keepAlive is not None:
             _enableKeepAlive(self.transport, self._options.keepAlive)
-        if self._options.pingInterval is not None and self._controls:
-            self._keepaliveCall = self._clock.callLater(self._options.pingInterval, self._keepalive)
+        if self._controls:
+            self._liveness.start()
 
     # -- Requests: the hot path ----------------------------------------------
 
@@ -199,9 +196,8 @@ class SockShareClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.received = True
         self._chunks += 1
-        if self._pingCall is not None:  # any byte answers a PING
-            self._pingCall.cancel()
-            self._pingCall = None
+        if self._liveness.waiting is not None:  # any byte answers a PING
+            self._liveness.heard()
         frames = self._decoder.feed(data)
         if frames:
             batch: list[bytes] = []
@@ -254,7 +250,7 @@ class SockShareClientProtocol(Protocol):
         elif kind == PING:
             if len(payload) > MAX_PING_PAYLOAD:
                 self._violated(f"a PING carries {len(payload)} bytes, above {MAX_PING_PAYLOAD}")
-            elif self.state is LIVE or self.state is RETIRING:
+            elif self.usable:
                 self._write(encodeFrame(requestId, PONG, payload))
         # A PONG needs nothing more: any byte received answered the PING.
 
@@ -285,7 +281,7 @@ class SockShareClientProtocol(Protocol):
         else:
             del table[requestId]
         sent = 0
-        if cancel and self._controls and (self.state is LIVE or self.state is RETIRING):
+        if cancel and self._controls and self.usable:
             self._write(encodeFrame(requestId, CANCEL, b""))
             sent = 1
         if self.state is RETIRING:
@@ -299,45 +295,33 @@ class SockShareClientProtocol(Protocol):
         """
         return self._chunks == request.mark
 
+    @property
+    def usable(self) -> bool:
+        """Whether requests may still be written here (C{LIVE} or C{RETIRING})."""
+        return self.state is LIVE or self.state is RETIRING
+
     def probe(self) -> None:
         """
         Send a PING, unless one is waiting already: if no byte at all comes
         within C{pingTimeout}, the connection is presumed dead or stuck (a
         backend that stopped reading) and is reset.
         """
-        if self._pingCall is not None or not self._controls or not (self.state is LIVE or self.state is RETIRING):
-            return
-        self._pingToken = (self._pingToken + 1) & MAX_REQUEST_ID
-        self._write(encodeFrame(self._pingToken, PING, b""))
-        self._pingCall = self._clock.callLater(self._options.pingTimeout, self._pingTimedOut)
+        if self._controls:
+            self._liveness.probe()
 
-    def _pingTimedOut(self) -> None:
-        self._pingCall = None
+    def _presumedDead(self, timeout: float) -> None:
         where = self._owner.endpointDescription
         _log.warn(
             "No byte from {endpoint} within pingTimeout={timeout} seconds of a PING; resetting the connection",
             endpoint=where,
-            timeout=self._options.pingTimeout,
+            timeout=timeout,
         )
         self.abort(
             ConnectionDropped(
-                f"no byte from {where} within pingTimeout={self._options.pingTimeout} seconds of a PING: "
+                f"no byte from {where} within pingTimeout={timeout} seconds of a PING: "
                 "the connection was presumed dead or stuck, and reset"
             )
         )
-
-    def _keepalive(self) -> None:
-        """
-        Every C{pingInterval}: PING if nothing came since the last time.
-        """
-        self._keepaliveCall = None
-        if not (self.state is LIVE or self.state is RETIRING):
-            return
-        if self._chunks == self._keepaliveMark:
-            self.probe()
-        self._keepaliveMark = self._chunks
-        assert self._options.pingInterval is not None
-        self._keepaliveCall = self._clock.callLater(self._options.pingInterval, self._keepalive)
 
     # -- The connection's life -------------------------------------------------
 
@@ -382,7 +366,7 @@ class SockShareClientProtocol(Protocol):
             reason = Failure(reason)
         before = self.state
         self.state = LOST
-        self._stopPinging()
+        self._liveness.stop()
         if self._abortCall is not None:
             if self._abortCall.active():
                 self._abortCall.cancel()
@@ -405,18 +389,7 @@ class SockShareClientProtocol(Protocol):
             count=len(requests),
             why=why,
         )
-        error: Exception
-        if before is RETIRING:
-            error = ConnectionDropped(
-                f"connection to {where} lost while the request was outstanding "
-                f"(the connection was being retired): {why}"
-            )
-        elif tlsFailed:
-            # The TLS handshake (or the server's check of our certificate,
-            # which TLS 1.3 reports after it) failed.
-            error = ConnectFailed(f"TLS with {where} failed (wrong, untrusted or expired certificate?): {why}")
-        else:
-            error = ConnectionDropped(f"connection to {where} lost while the request was outstanding: {why}")
+        error = _lossError(where, why, retiring=before is RETIRING, tlsFailed=tlsFailed)
         for request in requests:
             if not request.called:
                 owner._fail(request, error)
@@ -427,16 +400,8 @@ class SockShareClientProtocol(Protocol):
         self.state = CLOSING
         # A PING already waiting keeps waiting: no byte in time aborts a
         # graceful close sooner than closeTimeout would.
-        if self._keepaliveCall is not None and self._keepaliveCall.active():
-            self._keepaliveCall.cancel()
-        self._keepaliveCall = None
+        self._liveness.stopRegular()
         self._owner._connectionUnusable(self)
-
-    def _stopPinging(self) -> None:
-        for call in (self._pingCall, self._keepaliveCall):
-            if call is not None and call.active():
-                call.cancel()
-        self._pingCall = self._keepaliveCall = None
 
     def _closeIfQuiet(self) -> None:
         if not any(self._table.values()):
@@ -472,6 +437,18 @@ class SockShareClientProtocol(Protocol):
         for request in requests:
             if not request.called:
                 fail(request, error)
+
+
+def _lossError(where: str, why: str, retiring: bool, tlsFailed: bool) -> Exception:
+    """
+    What the requests outstanding on a lost connection fail with.
+    """
+    if tlsFailed:
+        # The TLS handshake (or the server's check of our certificate, which
+        # TLS 1.3 reports after it) failed.
+        return ConnectFailed(f"TLS with {where} failed (wrong, untrusted or expired certificate?): {why}")
+    retired = " (the connection was being retired)" if retiring else ""
+    return ConnectionDropped(f"connection to {where} lost while the request was outstanding{retired}: {why}")
 
 
 def _asEncoded(requestId: int, frame: bytes) -> bytes:
