@@ -178,3 +178,13 @@ def readAll(response: Any) -> Deferred[bytes]:
     collector.connectionLost = ended  # type: ignore[method-assign]
     response.deliverBody(collector)
     return done
+
+
+def connectServer(factory: Any) -> tuple[Any, StringTransport]:
+    """
+    A server protocol of C{factory} on a L{StringTransport}.
+    """
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport

@@ -16,6 +16,8 @@ from twisted_sockshare import SockShareServerFactory
 from twisted_sockshare.server import defaultMaxConnections
 from twisted_sockshare.wire import CLIENT_RECEIVES, ERROR, REQUEST, RESPONSE, FrameDecoder, encodeFrame
 
+from .helpers import connectServer
+
 
 def replies(transport: StringTransport) -> list[tuple[int, int, bytes]]:
     return FrameDecoder(2**31, CLIENT_RECEIVES).feed(transport.value())
@@ -38,10 +40,7 @@ class BoundsTestCase(SynchronousTestCase):
             return d
 
         self.factory = SockShareServerFactory(handler, clock=self.clock, **options)  # type: ignore[arg-type]
-        protocol = self.factory.buildProtocol(None)
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        return protocol, transport
+        return connectServer(self.factory)
 
 
 class InFlightTests(BoundsTestCase):

@@ -17,7 +17,6 @@ from twisted_sockshare import (
     ConnectionDropped,
     ProtocolViolation,
     RequestTimeout,
-    SockShareClientFactory,
     SockShareServerFactory,
 )
 from twisted_sockshare.codecs import Delimited
@@ -35,7 +34,8 @@ from twisted_sockshare.wire import (
     encodeFrame,
 )
 
-from .helpers import FakeEndpoint
+from .helpers import connectServer
+from .test_client import ClientTestCase
 
 
 def frames(transport: StringTransport) -> list[tuple[int, int, bytes]]:
@@ -54,10 +54,7 @@ class ServerV2Tests(SynchronousTestCase):
             return d
 
         self.factory = SockShareServerFactory(handler, clock=self.clock, **options)  # type: ignore[arg-type]
-        protocol = self.factory.buildProtocol(None)
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        return protocol, transport
+        return connectServer(self.factory)
 
     def test_cancelAnsweredOnce(self) -> None:
         """CANCEL cancels a running handler; the request is still answered, once, with ERROR CancelledError."""
@@ -142,13 +139,7 @@ class ServerV2Tests(SynchronousTestCase):
         self.assertEqual(frames(transport), [(0, GOAWAY, b"the server is shutting down")])
 
 
-class ClientV2Tests(SynchronousTestCase):
-    def makeClient(self, **options: object) -> SockShareClientFactory:
-        self.clock = Clock()
-        self.endpoint = FakeEndpoint()
-        self.client = SockShareClientFactory(self.endpoint, self.clock, **options)  # type: ignore[arg-type]
-        return self.client
-
+class ClientV2Tests(ClientTestCase):
     def test_timeoutFailsAlone(self) -> None:
         """By default a timeout fails its request alone and sends CANCEL; the others and the connection live on."""
         client = self.makeClient(requestTimeout=10)
