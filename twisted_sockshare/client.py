@@ -418,7 +418,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         for request in list(self._pending):
             if not request.called:
                 if request.connection is not None:
-                    request.connection.forget(request)
+                    request.connection.forget(request, cancel=False)  # it is aborted next
                 self._fail(request, error)
         if closing.connecting is not None:
             closing.connecting.abandon("closing")
