@@ -11,7 +11,7 @@ count() {
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$python" benchmarks/request_path.py --only "$1" --rounds "$2" 2>&1 |
         sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
-for case in raw shared shared-no-timeouts; do
+for case in minimal raw shared shared-no-timeouts; do
     low=$(count "$case" 50)
     high=$(count "$case" 250)
     echo "$case $(( (high - low) / 20000 )) instructions/request"

@@ -422,3 +422,28 @@ class ProgressTests(SynchronousTestCase):
         progress("", None)
         self.assertEqual(stream.getvalue(), "")
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class MinimalClientTests(SynchronousTestCase):
+    """
+    The C{minimal} contender is correct, so that it is a fair floor.
+    """
+
+    def test_repliesErrorsAndLoss(self) -> None:
+        """Replies go by id, ERROR frames fail their request, unknown ids are ignored, a loss fails the rest."""
+        from twisted.internet.error import ConnectionLost
+        from twisted.internet.testing import StringTransport
+
+        from twisted_sockshare.bench.contenders import _MinimalProtocol
+        from twisted_sockshare.wire import ERROR, RESPONSE, encodeFrame
+
+        protocol = _MinimalProtocol()
+        protocol.makeConnection(StringTransport())
+        ok, bad, lost = protocol.request(b"a"), protocol.request(b"b"), protocol.request(b"c")
+        frames = encodeFrame(1, ERROR, b"no") + encodeFrame(7, RESPONSE, b"?") + encodeFrame(0, RESPONSE, b"A")
+        protocol.dataReceived(frames[:5])
+        protocol.dataReceived(frames[5:])
+        self.assertEqual(self.successResultOf(ok), b"A")
+        self.assertIn("no", str(self.failureResultOf(bad, RuntimeError).value))
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(lost, ConnectionLost)

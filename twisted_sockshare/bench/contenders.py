@@ -145,6 +145,62 @@ class _Lazily:
         return lost
 
 
+class _MinimalProtocol(Protocol):
+    """
+    The simplest I{correct} multiplexed client of the wire format a user
+    could write instead of the library: a dict of Deferreds by id, one
+    C{struct} header and one C{transport.write} per request; ERROR frames
+    fail their request, unknown ids are ignored, a lost connection fails
+    what waits.  No timeouts, no counting, never closes by itself.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, Deferred[bytes]] = {}
+        self._nextId = 0
+        self._buffer = b""
+        self.lost: Deferred[None] = Deferred()
+
+    def request(self, payload: bytes) -> Deferred[bytes]:
+        requestId = self._nextId
+        self._nextId = (requestId + 1) & 0xFFFFFFFF
+        d = self._waiting[requestId] = Deferred()
+        self.transport.write(_HEADER.pack(5 + len(payload), requestId, 1) + payload)  # type: ignore[union-attr]
+        return d
+
+    def dataReceived(self, data: bytes) -> None:
+        data = self._buffer + data if self._buffer else data
+        offset, end = 0, len(data)
+        while end - offset >= 9:
+            length, requestId, kind = _HEADER.unpack_from(data, offset)
+            stop = offset + 4 + length
+            if stop > end:
+                break
+            d = self._waiting.pop(requestId, None)
+            if d is not None:
+                if kind == 2:
+                    d.callback(data[offset + 9 : stop])
+                else:
+                    d.errback(RuntimeError(data[offset + 9 : stop].decode("utf-8", "replace")))
+            offset = stop
+        self._buffer = data[offset:]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for d in waiting.values():
+            d.errback(reason)
+        self.lost.callback(None)
+
+
+class MinimalClient(_Lazily):
+    """
+    C{minimal}: the floor the shared client is measured against, the
+    simplest correct client a user could write instead of the library.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        super().__init__(endpoint, _MinimalProtocol)
+
+
 class RawClient(_Lazily):
     """
     C{raw}: the floor every feature of the library is measured against.
@@ -339,7 +395,20 @@ KINDS: dict[str, Kind] = {
             _shared(None, settingsIdle=True),
         ),
         Kind("persistent", "sockshare", True, "one shared connection, never closed", _shared(None)),
-        Kind("raw", "sockshare", False, "hand-written minimal multiplexed client", lambda e, r, s: RawClient(e)),
+        Kind(
+            "minimal",
+            "sockshare",
+            False,
+            "the simplest correct hand-written multiplexed client (the floor)",
+            lambda e, r, s: MinimalClient(e),
+        ),
+        Kind(
+            "raw",
+            "sockshare",
+            False,
+            "hand-written client, no error handling (0.1.0's floor)",
+            lambda e, r, s: RawClient(e),
+        ),
         Kind(
             "amp",
             "amp",

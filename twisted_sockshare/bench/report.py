@@ -119,7 +119,7 @@ def ratios(rows: list[Row]) -> list[str]:
                     part += f" (p99 1/{row.p99Ms / shared.p99Ms:.1f})"
                 parts.append(part)
         costs = []
-        for other in ("raw", "persistent"):
+        for other in ("minimal", "raw", "persistent"):
             row = found.get((concurrency, other))
             if row is not None and row.requestsPerSecond:
                 parts.append(f"{100 * shared.requestsPerSecond / row.requestsPerSecond:.0f}% of {other}")
