@@ -58,19 +58,33 @@ class MemoryEndpoint:
 
 
 def drive(
-    request: Callable[[bytes], Deferred[bytes]], transport: StringTransport, protocol, rounds: int, callers: int = 100
-) -> float:  # type: ignore[no-untyped-def]
+    request: Callable[[bytes], Deferred[bytes]],
+    transport: StringTransport,
+    protocol,  # type: ignore[no-untyped-def]
+    rounds: int,
+    callers: int = 100,
+) -> float:
     """
     CPU microseconds per request for C{rounds} rounds of C{callers} requests.
+
+    With 100 callers, each sends its next request from the callback of its
+    reply, as C{sockshare bench} does.  With one, it sends it after the
+    reply's chunk is handled, as a gateway does when the next HTTP request
+    comes in a later reactor turn: the pending count falls to zero between
+    requests, as it does for a caller that waits for each reply.
     """
     backend = FrameDecoder(1 << 20, SERVER_RECEIVES)
     payload = b"x" * 64
     done = 0
+    later: list[None] = []
 
     def again(reply: bytes) -> None:
         nonlocal done
         done += 1
-        request(payload).addCallback(again)
+        if callers == 1:
+            later.append(None)
+        else:
+            request(payload).addCallback(again)
 
     for _ in range(callers):
         request(payload).addCallback(again)
@@ -80,27 +94,34 @@ def drive(
         written = transport.value()
         transport.clear()
         protocol().dataReceived(b"".join(encodeFrame(i, RESPONSE, p) for i, _, p in backend.feed(written)))
+        if later:
+            later.clear()
+            request(payload).addCallback(again)
     return (time.process_time() - start) / done * 1e6
 
 
-def shared(rounds: int, **options: object) -> float:
+def shared(rounds: int, callers: int = 100, **options: object) -> float:
+    """
+    The shared client with its default options (unless C{options} says
+    otherwise): request timeouts, counters and the idle linger all on.
+    """
     endpoint = MemoryEndpoint()
-    client = SockShareClientFactory(endpoint, Clock(), idleTimeout=None, **options)  # type: ignore[arg-type]
-    return drive(client.request, endpoint.transport, lambda: endpoint.protocol, rounds)
+    client = SockShareClientFactory(endpoint, Clock(), **options)  # type: ignore[arg-type]
+    return drive(client.request, endpoint.transport, lambda: endpoint.protocol, rounds, callers)
 
 
-def raw(rounds: int) -> float:
+def raw(rounds: int, callers: int = 100) -> float:
     protocol = _RawProtocol()
     transport = StringTransport()
     protocol.makeConnection(transport)
-    return drive(protocol.request, transport, lambda: protocol, rounds)
+    return drive(protocol.request, transport, lambda: protocol, rounds, callers)
 
 
-def minimal(rounds: int) -> float:
+def minimal(rounds: int, callers: int = 100) -> float:
     protocol = _MinimalProtocol()
     transport = StringTransport()
     protocol.makeConnection(transport)
-    return drive(protocol.request, transport, lambda: protocol, rounds)
+    return drive(protocol.request, transport, lambda: protocol, rounds, callers)
 
 
 CASES: dict[str, Callable[[int], float]] = {
@@ -108,6 +129,9 @@ CASES: dict[str, Callable[[int], float]] = {
     "raw": raw,
     "shared": shared,
     "shared-no-timeouts": lambda rounds: shared(rounds, requestTimeout=None),
+    # One caller: the pending count falls to zero after every reply.
+    "minimal-1": lambda rounds: minimal(rounds * 100, callers=1),
+    "shared-1": lambda rounds: shared(rounds * 100, callers=1),
 }
 
 

@@ -248,7 +248,10 @@ class IdleCloseTests(ClientTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_requestDuringIdleWaitReusesConnection(self) -> None:
-        """A request during the idle wait cancels the timer and reuses the connection."""
+        """
+        A request during the idle wait reuses the connection, which stays
+        open while it is pending, however long.
+        """
         client = self.makeClient(idleTimeout=5.0, requestTimeout=None)
         client.request(b"1")
         attempt = self.endpoint.last
@@ -256,13 +259,36 @@ class IdleCloseTests(ClientTestCase):
         attempt.respond(0, b"")
         self.clock.advance(3)
         d = client.request(b"2")
-        self.assertEqual(self.clock.getDelayedCalls(), [])
         self.clock.advance(10)
         self.assertFalse(attempt.transport.disconnecting)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(len(self.endpoint.attempts), 1)
         attempt.respond(attempt.sentRequests()[1][0], b"two")
         self.assertEqual(self.successResultOf(d), b"two")
         self.clock.advance(5)
+        self.assertTrue(attempt.transport.disconnecting)
+
+    def test_idleTimeoutCountsFromLastQuiet(self) -> None:
+        """
+        The connection closes C{idleTimeout} after the pending count last
+        fell to zero, not after it first did: a request answered during the
+        wait starts the wait again, and one timer serves it all.
+        """
+        client = self.makeClient(idleTimeout=5.0, requestTimeout=None)
+        client.request(b"1")
+        attempt = self.endpoint.last
+        attempt.succeed()
+        attempt.respond(0, b"")
+        self.clock.advance(3)
+        client.request(b"2")
+        attempt.respond(attempt.sentRequests()[1][0], b"two")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(2)  # 5 s after the first quiet, 2 s after the last
+        self.assertFalse(attempt.transport.disconnecting)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(2.9)
+        self.assertFalse(attempt.transport.disconnecting)
+        self.clock.advance(0.1)
         self.assertTrue(attempt.transport.disconnecting)
 
     def test_idleTimeoutNoneKeepsConnection(self) -> None:

@@ -79,15 +79,18 @@ class _Connected:
     """
     A usable connection: requests are written to it at once.
 
-    @ivar idleCall: closes the connection after C{idleTimeout}, while no
-        request is pending.
+    @ivar idleCall: closes the connection once no request has been pending
+        for C{idleTimeout}; set when the pending count first falls to zero,
+        and not moved by the requests that come and go before it fires.
+    @ivar quietSince: when the pending count last fell to zero.
     """
 
-    __slots__ = ("connection", "idleCall")
+    __slots__ = ("connection", "idleCall", "quietSince")
 
     def __init__(self, connection: SockShareClientProtocol) -> None:
         self.connection = connection
         self.idleCall: IDelayedCall | None = None
+        self.quietSince = 0.0
 
     def cancelIdle(self) -> None:
         if self.idleCall is not None:

@@ -257,8 +257,6 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         if type(state) is _Connected:
             connection = state.connection
             if self.maxLifetime is None or self._seconds() - connection.openedAt < self.maxLifetime:
-                if state.idleCall is not None:
-                    state.cancelIdle()
                 connection.send(request, payload)
                 return request
             self._retire(connection, f"older than maxLifetime={self.maxLifetime} seconds")
@@ -346,10 +344,15 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         """
         state = self._state
         if type(state) is _Connected:
-            if self.idleTimeout == 0:
+            idleTimeout = self.idleTimeout
+            if idleTimeout == 0:
                 self._closeIdle(state)
-            elif state.idleCall is None and self.idleTimeout is not None:
-                state.idleCall = self._clock.callLater(self.idleTimeout, self._closeIdle, state)
+            elif idleTimeout is not None:
+                # The timer is not moved when requests come and go: it
+                # checks, when it fires, how long the count has been zero.
+                state.quietSince = self._seconds()
+                if state.idleCall is None:
+                    state.idleCall = self._clock.callLater(idleTimeout, self._closeIdle, state)
         elif state is _IDLE:
             self._cancelDeadlines()
         elif type(state) is _Closing:
@@ -359,11 +362,18 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
 
     def _closeIdle(self, state: _Connected) -> None:
         state.idleCall = None
-        if self._state is state and not self._pending:
-            _log.debug("Closing idle connection to {endpoint}", endpoint=self.endpointDescription)
-            self._state = _IDLE
-            self._cancelDeadlines()
-            state.connection.close()
+        if self._state is not state or self._pending:
+            return  # the next time the count falls to zero sets the timer
+        idleTimeout = self.idleTimeout
+        if idleTimeout:
+            left = state.quietSince + idleTimeout - self._seconds()
+            if left > 0:
+                state.idleCall = self._clock.callLater(left, self._closeIdle, state)
+                return
+        _log.debug("Closing idle connection to {endpoint}", endpoint=self.endpointDescription)
+        self._state = _IDLE
+        self._cancelDeadlines()
+        state.connection.close()
 
     def _retire(self, connection: SockShareClientProtocol, why: str) -> None:
         """
