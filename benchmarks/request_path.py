@@ -41,6 +41,15 @@ _warm.addBoth(lambda _: None)
 _warm.callback(None)
 
 
+class RealTimeClock(Clock):
+    """
+    A clock read the way a real reactor's is, by one builtin call, and
+    whose timers are never run.
+    """
+
+    seconds = staticmethod(time.monotonic)  # type: ignore[assignment]
+
+
 @implementer(IStreamClientEndpoint)
 class MemoryEndpoint:
     """
@@ -63,15 +72,16 @@ def drive(
     protocol,  # type: ignore[no-untyped-def]
     rounds: int,
     callers: int = 100,
+    waits: bool = False,
 ) -> float:
     """
     CPU microseconds per request for C{rounds} rounds of C{callers} requests.
 
-    With 100 callers, each sends its next request from the callback of its
-    reply, as C{sockshare bench} does.  With one, it sends it after the
-    reply's chunk is handled, as a gateway does when the next HTTP request
-    comes in a later reactor turn: the pending count falls to zero between
-    requests, as it does for a caller that waits for each reply.
+    Each caller sends its next request from the callback of its reply, as
+    C{sockshare bench} does; or, if C{waits}, after the reply's chunk is
+    handled, as a gateway does when the next HTTP request comes in a later
+    reactor turn (with one caller, the pending count falls to zero between
+    requests).
     """
     backend = FrameDecoder(1 << 20, SERVER_RECEIVES)
     payload = b"x" * 64
@@ -81,7 +91,7 @@ def drive(
     def again(reply: bytes) -> None:
         nonlocal done
         done += 1
-        if callers == 1:
+        if waits:
             later.append(None)
         else:
             request(payload).addCallback(again)
@@ -94,20 +104,20 @@ def drive(
         written = transport.value()
         transport.clear()
         protocol().dataReceived(b"".join(encodeFrame(i, RESPONSE, p) for i, _, p in backend.feed(written)))
-        if later:
-            later.clear()
+        for _ in later:
             request(payload).addCallback(again)
+        later.clear()
     return (time.process_time() - start) / done * 1e6
 
 
-def shared(rounds: int, callers: int = 100, **options: object) -> float:
+def shared(rounds: int, callers: int = 100, waits: bool = False, **options: object) -> float:
     """
     The shared client with its default options (unless C{options} says
     otherwise): request timeouts, counters and the idle linger all on.
     """
     endpoint = MemoryEndpoint()
-    client = SockShareClientFactory(endpoint, Clock(), **options)  # type: ignore[arg-type]
-    return drive(client.request, endpoint.transport, lambda: endpoint.protocol, rounds, callers)
+    client = SockShareClientFactory(endpoint, RealTimeClock(), **options)  # type: ignore[arg-type]
+    return drive(client.request, endpoint.transport, lambda: endpoint.protocol, rounds, callers, waits)
 
 
 def raw(rounds: int, callers: int = 100) -> float:
@@ -117,11 +127,11 @@ def raw(rounds: int, callers: int = 100) -> float:
     return drive(protocol.request, transport, lambda: protocol, rounds, callers)
 
 
-def minimal(rounds: int, callers: int = 100) -> float:
+def minimal(rounds: int, callers: int = 100, waits: bool = False) -> float:
     protocol = _MinimalProtocol()
     transport = StringTransport()
     protocol.makeConnection(transport)
-    return drive(protocol.request, transport, lambda: protocol, rounds, callers)
+    return drive(protocol.request, transport, lambda: protocol, rounds, callers, waits)
 
 
 CASES: dict[str, Callable[[int], float]] = {
@@ -129,9 +139,12 @@ CASES: dict[str, Callable[[int], float]] = {
     "raw": raw,
     "shared": shared,
     "shared-no-timeouts": lambda rounds: shared(rounds, requestTimeout=None),
-    # One caller: the pending count falls to zero after every reply.
+    # One caller, as sockshare bench -c 1 runs it.
     "minimal-1": lambda rounds: minimal(rounds * 100, callers=1),
     "shared-1": lambda rounds: shared(rounds * 100, callers=1),
+    # One caller that waits for each reply: the count falls to zero.
+    "minimal-1-waits": lambda rounds: minimal(rounds * 100, callers=1, waits=True),
+    "shared-1-waits": lambda rounds: shared(rounds * 100, callers=1, waits=True),
 }
 
 

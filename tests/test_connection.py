@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_sockshare._request import _Request, cancelRequest
+from twisted_sockshare._request import _Request
 from twisted_sockshare.codecs import Delimited
 from twisted_sockshare.connection import ConnectionState, SockShareClientProtocol
 from twisted_sockshare.errors import ConnectionDropped, ProtocolViolation
@@ -57,7 +57,7 @@ class ConnectionTests(SynchronousTestCase):
         return connection, transport
 
     def request(self) -> _Request:
-        request = _Request(cancelRequest)
+        request = _Request()
         request.deadline = None
         return request
 

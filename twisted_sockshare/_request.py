@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import Deferred
 
 if TYPE_CHECKING:
-    from .client import SockShareClientFactory
     from .connection import SockShareClientProtocol
 
 
@@ -18,8 +17,6 @@ class _Request(Deferred[bytes]):
     A request is the Deferred handed to the caller, so it costs one object.
     The client sets every attribute before handing it out.
 
-    @ivar client: the client it belongs to; it counts it as pending until it
-        fires.
     @ivar payload: what to send, while the request waits for a connection;
         L{None} once written.
     @ivar deadline: when it times out, on the client's clock (L{None}: never).
@@ -31,23 +28,13 @@ class _Request(Deferred[bytes]):
         since).
     """
 
-    __slots__ = ("client", "payload", "deadline", "connection", "requestId", "mark")
+    __slots__ = ("payload", "deadline", "connection", "requestId", "mark")
 
-    client: SockShareClientFactory
     payload: bytes | None
     deadline: float | None
     connection: SockShareClientProtocol | None
     requestId: int
     mark: int
-
-
-def cancelRequest(request: Deferred[bytes]) -> None:
-    """
-    The canceller of every L{_Request}: the client fails it with
-    C{CancelledError} and stops waiting for its reply.
-    """
-    assert isinstance(request, _Request)
-    request.client._cancelRequest(request)
 
 
 def _shareInstanceKeys() -> None:

@@ -41,7 +41,7 @@ from zope.interface import implementer
 
 from ._connector import _Connector
 from ._reactor import maybeGlobalReactor
-from ._request import _Request, cancelRequest
+from ._request import _Request
 from ._states import _CLOSED, _IDLE, _Closing, _Connected, _Connecting, _State
 from ._timeouts import _RequestTimeouts
 from .codecs import NEXT, Codec
@@ -165,6 +165,8 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         self._state: _State = _IDLE
         # Pending requests in submission order, which is also deadline order.
         self._pending: dict[_Request, None] = {}
+        # Every request's canceller, made once.
+        self._canceller: Callable[[Deferred[bytes]], None] = self._cancelRequest  # type: ignore[assignment]
         # Connections not lost yet, usable or not.
         self._connections: set[SockShareClientProtocol] = set()
 
@@ -242,8 +244,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             except InvalidRequest as error:
                 self._rejected += 1
                 return fail(error)
-        request = _Request(cancelRequest)
-        request.client = self
+        request = _Request(self._canceller)
         timeout = self.requestTimeout
         if timeout is None:
             request.deadline = None

@@ -106,13 +106,11 @@ class SockShareClientProtocol(Protocol):
     @ivar openedAt: when it was made, on the client's clock.
     @ivar orphans: ids held by requests that timed out or were cancelled
         here, until their reply comes.
-    @ivar received: whether any byte came from the server.
     """
 
     state = LIVE
     openedAt = 0.0
     orphans = 0
-    received = False
     #: How many chunks came from the server: a request remembers the count
     #: when written, so its timeout can tell whether anything came since.
     _chunks = 0
@@ -147,6 +145,13 @@ class SockShareClientProtocol(Protocol):
 
     def __repr__(self) -> str:
         return f"<SockShareClientProtocol {self.state.value} outstanding={len(self._table)}>"
+
+    @property
+    def received(self) -> bool:
+        """
+        Whether any byte came from the server.
+        """
+        return self._chunks > 0
 
     @property
     def outstanding(self) -> int:
@@ -194,7 +199,6 @@ class SockShareClientProtocol(Protocol):
             self.transport.write(frame)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
-        self.received = True
         self._chunks += 1
         if self._liveness.waiting is not None:  # any byte answers a PING
             self._liveness.heard()

@@ -116,10 +116,10 @@ class FrameDecoder:
             payload)}.  If the stream turns out to be invalid, the frames
             before the fault are returned and L{violation} is set.
         """
-        if self.violation is not None:
-            return []
         chunks = self._chunks
         if chunks:
+            if self.violation is not None:
+                return []
             chunks.append(data)
             self._buffered += len(data)
             if self._buffered < self._needed:
@@ -131,35 +131,47 @@ class FrameDecoder:
         end = len(data)
         maxLength = self._maxLength
         kinds = self._kinds
-        needed = HEADER_SIZE
         while end - offset >= HEADER_SIZE:
             length, requestId, kind = _unpackFrom(data, offset)
             if length > maxLength or length < MIN_LENGTH or kind not in kinds:
-                self.violation = self._describe(length, kind)
-                self._buffered = 0
-                return frames
+                return self._violated(frames, self._describe(length, kind))
             stop = offset + 4 + length
             if stop > end:
-                needed = 4 + length
-                break
+                # The rest of this frame is still to come.
+                self._keep(data[offset:], 4 + length)
+                return frames
             frames.append((requestId, kind, data[offset + HEADER_SIZE : stop]))
             offset = stop
-        if needed == HEADER_SIZE:
-            # A header cut short: check its length field as soon as it is in.
-            if end - offset < 4:
-                needed = 4
-            else:
-                (length,) = _LENGTH.unpack_from(data, offset)
-                if length > maxLength or length < MIN_LENGTH:
-                    self.violation = self._describe(length, REQUEST)
-                    self._buffered = 0
-                    return frames
-        if offset < end:
-            chunks.append(data[offset:] if offset else data)
-            self._buffered = end - offset
-            self._needed = needed
-        else:
+        if offset == end:
             self._buffered = 0
+            return frames
+        # A header cut short: check its length field as soon as it is in.
+        if end - offset >= 4:
+            (length,) = _LENGTH.unpack_from(data, offset)
+            if length > maxLength or length < MIN_LENGTH:
+                return self._violated(frames, self._describe(length, REQUEST))
+            self._keep(data[offset:], HEADER_SIZE)
+        else:
+            self._keep(data[offset:], 4)
+        return frames
+
+    def _keep(self, rest: bytes, needed: int) -> None:
+        """
+        Buffer C{rest}, the start of a frame: nothing is decoded until
+        C{needed} bytes of it are in.
+        """
+        self._chunks.append(rest)
+        self._buffered = len(rest)
+        self._needed = needed
+
+    def _violated(self, frames: list[tuple[int, int, bytes]], violation: str) -> list[tuple[int, int, bytes]]:
+        """
+        The stream is invalid: decode nothing more (L{feed} finds a chunk
+        buffered, and the violation).
+        """
+        self.violation = violation
+        self._chunks[:] = [b""]
+        self._buffered = 0
         return frames
 
     def _describe(self, length: int, kind: int) -> str:
