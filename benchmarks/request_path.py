@@ -1,16 +1,19 @@
 """
 The client's request path alone, without sockets or a reactor: C{N} callers
-each send their next request from the callback of their previous reply, and a
-fake backend answers everything written so far in one chunk per round.
+each send their next request, and a fake backend answers everything written
+so far in one chunk per round.
 
-It prints CPU microseconds per request for the shared client (with and
-without request timeouts) and the minimal C{raw} client, measured side by
-side, best of C{--repeat} runs.  With C{--profile NAME}, it prints NAME's
+It prints CPU microseconds per request for the shared client with its
+default options (and without request timeouts) and for C{minimal}, the
+simplest correct hand-written client, measured side by side, best of
+C{--repeat} runs; the C{-1} cases have one caller, the C{-1-waits} cases one
+that waits for each reply.  With C{--profile NAME}, it prints NAME's
 cProfile instead.  For figures that do not depend on the machine's load, run
-it under C{valgrind --tool=callgrind} and compare instruction counts
-(see docs/benchmarks.rst).
+it under C{valgrind --tool=callgrind} (C{--run}) and compare instruction
+counts (see docs/benchmarks.rst).
 
     python benchmarks/request_path.py [--rounds 2000] [--repeat 5] [--profile shared]
+    python benchmarks/request_path.py --run shared:250 --run minimal:50
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from twisted_sockshare import SockShareClientFactory
-from twisted_sockshare.bench.contenders import _MinimalProtocol, _RawProtocol
+from twisted_sockshare.bench.contenders import _MinimalProtocol
 from twisted_sockshare.wire import RESPONSE, SERVER_RECEIVES, FrameDecoder, encodeFrame
 
 # A real program has fired Deferreds long before it serves requests, so the
@@ -120,13 +123,6 @@ def shared(rounds: int, callers: int = 100, waits: bool = False, **options: obje
     return drive(client.request, endpoint.transport, lambda: endpoint.protocol, rounds, callers, waits)
 
 
-def raw(rounds: int, callers: int = 100) -> float:
-    protocol = _RawProtocol()
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    return drive(protocol.request, transport, lambda: protocol, rounds, callers)
-
-
 def minimal(rounds: int, callers: int = 100, waits: bool = False) -> float:
     protocol = _MinimalProtocol()
     transport = StringTransport()
@@ -136,7 +132,6 @@ def minimal(rounds: int, callers: int = 100, waits: bool = False) -> float:
 
 CASES: dict[str, Callable[[int], float]] = {
     "minimal": minimal,
-    "raw": raw,
     "shared": shared,
     "shared-no-timeouts": lambda rounds: shared(rounds, requestTimeout=None),
     # One caller, as sockshare bench -c 1 runs it.
@@ -147,16 +142,27 @@ CASES: dict[str, Callable[[int], float]] = {
     "shared-1-waits": lambda rounds: shared(rounds * 100, callers=1, waits=True),
 }
 
+#: The floor each case is compared with: minimal, with the same callers.
+FLOORS = {name: "minimal" + name[len(name.split("-")[0]) :] for name in CASES}
+FLOORS["shared-no-timeouts"] = "minimal"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", choices=sorted(CASES))
-    parser.add_argument("--only", choices=sorted(CASES), help="run one case once (for callgrind)")
+    parser.add_argument(
+        "--run",
+        action="append",
+        metavar="CASE:ROUNDS",
+        help="run CASE once for ROUNDS rounds, and print nothing (repeatable; for callgrind)",
+    )
     args = parser.parse_args()
-    if args.only:
-        CASES[args.only](args.rounds)
+    if args.run:
+        for spec in args.run:
+            name, rounds = spec.split(":")
+            CASES[name](int(rounds))
         return
     if args.profile:
         profile = cProfile.Profile()
@@ -165,7 +171,8 @@ def main() -> None:
         return
     best = {name: min(case(args.rounds) for _ in range(args.repeat)) for name, case in CASES.items()}
     for name, micros in best.items():
-        print(f"{name:<20} {micros:6.2f} us/request  ({100 * (micros / best['raw'] - 1):+.0f}% vs raw)")
+        floor = best[FLOORS[name]]
+        print(f"{name:<20} {micros:6.2f} us/request  ({100 * (micros / floor - 1):+.0f}% vs {FLOORS[name]})")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ run main --concurrency 100 --duration 3 --repeat 3
 # The sweep behind the plot.
 run sweep --concurrency 1,10,100,1000 --duration 2 --plot docs/benchmarks-sweep.svg
 # Regression cases: large payloads, many callers.
-run large --payload-size 65536 --concurrency 100 --duration 2 --strategy shared,persistent,raw,amp,http
-run callers --concurrency 1000 --duration 2 --strategy shared,persistent,raw
+run large --payload-size 65536 --concurrency 100 --duration 2 --strategy shared,persistent,minimal,amp,http
+run callers --concurrency 1000 --duration 2 --strategy shared,persistent,minimal
 # Bursts of 100 with 50 ms gaps: connections opened per strategy.
-run bursty --requests 0 --bursts 20 --burst-size 100 --burst-gap 0.05 --strategy per-request,shared,shared-linger,persistent
+run bursty --requests 0 --bursts 20 --burst-size 100 --burst-gap 0.05 --strategy per-request,shared-eager,shared,shared-linger,persistent
 # Memory held by 10,000 outstanding requests.
-run memory --requests 0 --memory 10000 --strategy shared,raw
+run memory --requests 0 --memory 10000 --strategy shared,minimal

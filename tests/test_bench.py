@@ -212,7 +212,7 @@ class BackendTests(TestCase):
     async def test_delay(self) -> None:
         """The backend waits --delay on every protocol."""
         ports = await self.listen(delay=0.2)
-        for kind in ("raw", "amp", "http"):
+        for kind in ("minimal", "amp", "http"):
             contender = KINDS[kind].build(
                 TCP4ClientEndpoint(reactor, "127.0.0.1", ports[KINDS[kind].service]), reactor, Settings(1, 0, 10)
             )
@@ -246,7 +246,7 @@ class RunnerTests(TestCase):
     async def test_inProcess(self) -> None:
         """An in-process run measures each strategy at each concurrency, plus bursts and memory."""
         plan = _plan(
-            strategies=["shared", "shared-linger", "per-request", "raw"],
+            strategies=["shared", "shared-eager", "shared-linger", "per-request", "minimal"],
             concurrencies=[1, 10],
             separateProcess=False,
             bursts=3,
@@ -256,20 +256,20 @@ class RunnerTests(TestCase):
             memory=200,
         )
         results = await run(reactor, plan)
-        self.assertEqual(len(results.rows), 8)
+        self.assertEqual(len(results.rows), 10)
         for row in results.rows:
             self.assertEqual((row.requests, row.errors), (300, 0), row)
             self.assertGreater(row.requestsPerSecond, 0)
             self.assertLessEqual(row.p50Ms, row.p99Ms)
         opened = {b["strategy"]: b["connectionsOpened"] for b in results.bursty}
-        self.assertEqual(opened, {"shared-linger": 1, "shared": 3, "per-request": 30, "raw": 1})
-        self.assertEqual(sorted(m["strategy"] for m in results.memory), ["raw", "shared"])
+        self.assertEqual(opened, {"shared-linger": 1, "shared": 1, "shared-eager": 3, "per-request": 30, "minimal": 1})
+        self.assertEqual(sorted(m["strategy"] for m in results.memory), ["minimal", "shared"])
         self.assertEqual(results.skipped, [])
 
     async def test_burstsOnly(self) -> None:
         """With requests=0 only the bursts are measured."""
         results = await run(
-            reactor, _plan(strategies=["shared"], requests=0, bursts=2, burstSize=5, separateProcess=False)
+            reactor, _plan(strategies=["shared-eager"], requests=0, bursts=2, burstSize=5, separateProcess=False)
         )
         self.assertEqual(results.rows, [])
         self.assertEqual([(b["requests"], b["connectionsOpened"]) for b in results.bursty], [(10, 2)])
@@ -277,7 +277,7 @@ class RunnerTests(TestCase):
 
     async def test_separateProcess(self) -> None:
         """By default the backend runs in its own process, stopped at the end; no socket is left open."""
-        results = await run(reactor, _plan(strategies=["shared", "amp", "raw", "http"], pin=True))
+        results = await run(reactor, _plan(strategies=["shared", "amp", "minimal", "http"], pin=True))
         self.assertEqual(results.process["socketsEnd"], results.process["socketsStart"])
         results.rows = [row for row in results.rows if row.strategy in ("shared", "amp")]
         self.assertEqual(
@@ -304,21 +304,26 @@ def _row(strategy: str, rate: float, p99: float = 1.0, cpu: float = 10.0, concur
 class ReportTests(SynchronousTestCase):
     def test_ratios(self) -> None:
         """The target ratios are computed from the rows of each concurrency."""
-        rows = [_row("shared", 1000, 2, 11), _row("per-request", 50, 40), _row("raw", 1100, 2, 10), _row("amp", 100)]
+        rows = [
+            _row("shared", 1000, 2, 11),
+            _row("per-request", 50, 40),
+            _row("minimal", 1100, 2, 10),
+            _row("amp", 100),
+        ]
         lines = ratios(rows)
         self.assertEqual(len(lines), 2)
         self.assertIn("20.0x per-request (p99 1/20.0)", lines[0])
         self.assertIn("10.0x amp", lines[0])
-        self.assertIn("91% of raw", lines[0])
-        self.assertIn("+10% vs raw", lines[1])
-        self.assertEqual(ratios([_row("raw", 5)]), [])
+        self.assertIn("91% of minimal", lines[0])
+        self.assertIn("+10% vs minimal", lines[1])
+        self.assertEqual(ratios([_row("minimal", 5)]), [])
 
     def test_summary(self) -> None:
         """The demo's sentences follow the figures."""
-        text = summary([_row("shared", 1000), _row("per-request", 50), _row("serialized", 100), _row("raw", 1250)])
+        text = summary([_row("shared", 1000), _row("per-request", 50), _row("serialized", 100), _row("minimal", 1250)])
         self.assertIn("20x the requests per second", text)
         self.assertIn("10x slower", text)
-        self.assertIn("at 80% of the rate of raw", text)
+        self.assertIn("at 80% of the rate of minimal", text)
         self.assertEqual(summary([_row("shared", 1000)]), "")
 
     def results(self) -> Any:

@@ -52,8 +52,8 @@ class OptionTests(SynchronousTestCase):
 
     def test_repeatable(self) -> None:
         """--strategy and --concurrency repeat, or take comma lists; duplicates are dropped."""
-        plan = self.parse("-s", "shared", "--strategy", "raw,shared", "-c", "1,10", "--concurrency", "100").plan()
-        self.assertEqual(plan.strategies, ["shared", "raw"])
+        plan = self.parse("-s", "shared", "--strategy", "minimal,shared", "-c", "1,10", "--concurrency", "100").plan()
+        self.assertEqual(plan.strategies, ["shared", "minimal"])
         self.assertEqual(plan.concurrencies, [1, 10, 100])
 
     def test_knobs(self) -> None:

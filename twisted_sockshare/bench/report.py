@@ -119,7 +119,7 @@ def ratios(rows: list[Row]) -> list[str]:
                     part += f" (p99 1/{row.p99Ms / shared.p99Ms:.1f})"
                 parts.append(part)
         costs = []
-        for other in ("minimal", "raw", "persistent"):
+        for other in ("minimal", "persistent"):
             row = found.get((concurrency, other))
             if row is not None and row.requestsPerSecond:
                 parts.append(f"{100 * shared.requestsPerSecond / row.requestsPerSecond:.0f}% of {other}")
@@ -154,12 +154,12 @@ def summary(rows: list[Row]) -> str:
             f"One request at a time on one connection (serialized) made callers queue: "
             f"{shared.requestsPerSecond / serialized.requestsPerSecond:.0f}x slower than shared."
         )
-    raw = found.get("raw")
-    if raw is not None and raw.requestsPerSecond:
+    minimal = found.get("minimal")
+    if minimal is not None and minimal.requestsPerSecond:
         sentences.append(
-            f"With its timeouts, counting and closing at zero, shared ran at "
-            f"{100 * shared.requestsPerSecond / raw.requestsPerSecond:.0f}% of the rate of raw, a minimal "
-            "client that has none of them."
+            f"With its timeouts, counting and idle close, shared ran at "
+            f"{100 * shared.requestsPerSecond / minimal.requestsPerSecond:.0f}% of the rate of minimal, the "
+            "simplest correct hand-written client, which has none of them."
         )
     return " ".join(sentences)
 

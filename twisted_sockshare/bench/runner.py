@@ -291,7 +291,7 @@ async def run(reactor: Any, plan: Plan, progress: Progress | None = None) -> Res
                 results.bursty.append(await _bursty(reactor, backend, kind, settings, plan))
         if plan.memory:
             for kind in kinds:
-                if kind.name in ("shared", "raw"):
+                if kind.name in ("shared", "minimal"):
                     results.memory.append(await _memory(reactor, backend, kind, plan))
         results.process.update(
             rssEnd=residentBytes(), peakRss=peakResidentBytes(), socketsEnd=openSockets(), restarts=backend.restarts

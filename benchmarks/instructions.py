@@ -1,0 +1,118 @@
+"""
+Instructions per request of the request_path.py cases, counted by callgrind:
+the same figure on a busy or an idle machine.
+
+One run executes every case at C{LOW} rounds; one more run per case raises
+that case alone to C{HIGH} rounds, so the difference divided by the extra
+requests cancels start-up and import costs.  Every case makes 100 requests
+a round.
+
+    python benchmarks/instructions.py [CASE ...]      (needs valgrind)
+    python benchmarks/instructions.py --check         (the budget, as CI checks it)
+    python benchmarks/instructions.py --write-budget  (after a deliberate change)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import twisted
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "request_path.py"
+BUDGET = HERE / "instruction_budget.json"
+LOW, HIGH = 20, 70
+PER_ROUND = 100
+
+#: The cases the budget covers.
+BUDGETED = ("minimal", "shared")
+#: How far over its budget a count may go.
+TOLERANCE = 0.03
+
+
+def collected(runs: list[str]) -> int:
+    """
+    Instructions callgrind counts for one process running C{runs}
+    (C{CASE:ROUNDS} each).
+    """
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, str(SCRIPT)]
+    for run in runs:
+        command += ["--run", run]
+    env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict and set layouts on every run
+    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stderr
+    match = re.search(r"Collected : (\d+)", output)
+    if match is None:
+        raise RuntimeError(f"no count in callgrind's output:\n{output}")
+    return int(match.group(1))
+
+
+def perRequest(cases: list[str]) -> dict[str, int]:
+    """
+    Instructions per request of each of C{cases}.
+    """
+    base = collected([f"{case}:{LOW}" for case in cases])
+    extra = (HIGH - LOW) * PER_ROUND
+    counts = {}
+    for case in cases:
+        runs = [f"{other}:{HIGH if other == case else LOW}" for other in cases]
+        counts[case] = round((collected(runs) - base) / extra)
+    return counts
+
+
+def versions() -> dict[str, str]:
+    """
+    What the counts depend on besides the code.
+    """
+    return {"python": f"{sys.version_info[0]}.{sys.version_info[1]}", "twisted": twisted.__version__}
+
+
+def overBudget(counts: dict[str, int], budget: dict) -> list[str]:
+    """
+    Why C{counts} break C{budget}, if they do: the shared client's count
+    relative to minimal's always, and the absolute counts when Python's
+    and Twisted's versions are those the budget was written with.
+    """
+    problems = []
+    limit = budget["shared"] / budget["minimal"] * (1 + TOLERANCE)
+    ratio = counts["shared"] / counts["minimal"]
+    if ratio > limit:
+        problems.append(f"shared/minimal is {ratio:.3f}, above the budget's {limit:.3f}")
+    if budget["versions"] == versions():
+        for case in BUDGETED:
+            if counts[case] > budget[case] * (1 + TOLERANCE):
+                problems.append(f"{case}: {counts[case]:,} instructions per request, budget {budget[case]:,}")
+    return problems
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("cases", nargs="*", help="default: every case")
+    parser.add_argument("--check", action="store_true", help=f"fail if over {BUDGET.name} by > 3%%")
+    parser.add_argument("--write-budget", action="store_true", help=f"write {BUDGET.name}")
+    args = parser.parse_args()
+    if args.check or args.write_budget:
+        args.cases = list(BUDGETED)
+    if not args.cases:
+        sys.path.insert(0, str(HERE))
+        from request_path import CASES
+
+        args.cases = list(CASES)
+    counts = perRequest(args.cases)
+    for case, count in counts.items():
+        print(f"{case:<20} {count:>7,} instructions/request")
+    if args.write_budget:
+        BUDGET.write_text(json.dumps({**counts, "versions": versions()}, indent=2) + "\n")
+    if args.check:
+        problems = overBudget(counts, json.loads(BUDGET.read_text()))
+        print("\n".join(problems) or "within budget")
+        sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""
+The request path's instruction budget: callgrind counts instructions, so the
+check holds on a busy machine where a timing would not.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+from types import ModuleType
+from unittest import SkipTest
+
+from twisted.trial.unittest import SynchronousTestCase
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "instructions.py"
+
+
+def _instructions() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("sockshare_instructions", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class InstructionBudgetTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.instructions = _instructions()
+        self.budget = json.loads(self.instructions.BUDGET.read_text())
+
+    def test_withinBudget(self) -> None:
+        """
+        The shared client's request path costs at most 3% more instructions
+        per request, relative to the minimal client's, than the committed
+        budget (benchmarks/instruction_budget.json); and, on the Python and
+        Twisted versions the budget was written with, at most 3% more in
+        absolute terms.
+        """
+        if shutil.which("valgrind") is None:
+            if os.environ.get("CI"):
+                raise AssertionError("valgrind is not installed; .ci/run installs it: apt-get install valgrind")
+            raise SkipTest("valgrind is not installed (apt-get install valgrind); .ci/run installs it")
+        counts = self.instructions.perRequest(list(self.instructions.BUDGETED))
+        self.assertEqual(self.instructions.overBudget(counts, self.budget), [], counts)
+
+    def test_overBudgetNamed(self) -> None:
+        """
+        Counts over the budget are refused, each with the figure that broke
+        it; those within it are not.
+        """
+        overBudget = self.instructions.overBudget
+        budget = {"minimal": 1000, "shared": 1200, "versions": self.instructions.versions()}
+        self.assertEqual(overBudget({"minimal": 1000, "shared": 1236}, budget), [])
+        self.assertEqual(overBudget({"minimal": 1030, "shared": 1236}, budget), [])
+        problems = overBudget({"minimal": 1000, "shared": 1240}, budget)
+        self.assertEqual(len(problems), 2, problems)
+        self.assertIn("shared/minimal is 1.240", problems[0])
+        self.assertIn("shared: 1,240 instructions per request, budget 1,200", problems[1])
+        # On other versions, only the ratio counts.
+        budget["versions"] = {"python": "2.7", "twisted": "8.0"}
+        self.assertEqual(overBudget({"minimal": 2000, "shared": 2400}, budget), [])
+        self.assertEqual(len(overBudget({"minimal": 2000, "shared": 2500}, budget)), 1)
