@@ -20,6 +20,8 @@ class _Idle:
     """No usable connection: the next request connects."""
 
     __slots__ = ()
+    #: Whether the client takes new requests in this state.
+    accepting = True
 
 
 class _Connecting:
@@ -33,6 +35,7 @@ class _Connecting:
     """
 
     __slots__ = ("waiting", "attempt", "timeoutCall", "abandoned")
+    accepting = True
 
     def __init__(self, first: _Request) -> None:
         self.waiting = [first]
@@ -86,6 +89,7 @@ class _Connected:
     """
 
     __slots__ = ("connection", "idleCall", "quietSince")
+    accepting = True
 
     def __init__(self, connection: SockShareClientProtocol) -> None:
         self.connection = connection
@@ -110,6 +114,7 @@ class _Closing:
     """
 
     __slots__ = ("waiters", "connecting", "deadlineCall")
+    accepting = False
 
     def __init__(
         self, connecting: _Connecting | None, clock: IReactorTime, timeout: float, onTimeout: Callable
@@ -134,6 +139,7 @@ class _Closed:
     """Closed: every request is refused; nothing is left open."""
 
     __slots__ = ()
+    accepting = False
 
 
 _IDLE = _Idle()

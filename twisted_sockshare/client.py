@@ -234,8 +234,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             (type(payload) is not bytes and not isinstance(payload, bytes))
             or count >= self.maxPending
             or len(payload) > self.maxPayload
-            or type(state) is _Closing
-            or state is _CLOSED
+            or not state.accepting
         ):
             return self._reject(payload)
         if self._encodeEarly:

@@ -204,8 +204,9 @@ class SockShareClientProtocol(Protocol):
             self._liveness.heard()
         frames = self._decoder.feed(data)
         if frames:
-            batch: list[bytes] = []
-            self._batch = batch
+            # The requests the replies' callbacks send are written at once
+            # (one frame needs no batch).
+            batch = self._batch = [] if len(frames) > 1 else None
             owner = self._owner
             settle = owner._settle
             table = self._table
@@ -233,11 +234,12 @@ class SockShareClientProtocol(Protocol):
                         continue
                     settle(request, kind, payload)
             finally:
-                self._batch = None
                 # If the connection was reset meanwhile, the requests in the
                 # batch were failed with it: their frames are not written.
-                if batch and (self.state is LIVE or self.state is RETIRING):
-                    self.transport.write(b"".join(batch))  # type: ignore[union-attr]
+                if batch is not None:
+                    self._batch = None
+                    if batch and (self.state is LIVE or self.state is RETIRING):
+                        self.transport.write(b"".join(batch))  # type: ignore[union-attr]
             if self.state is RETIRING:
                 self._closeIfQuiet()
         violation = self._decoder.violation
