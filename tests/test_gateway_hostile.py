@@ -10,6 +10,8 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from twisted.internet.task import deferLater
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from twisted_sockshare import SockShareClientFactory, SockShareServerFactory
@@ -61,8 +63,34 @@ class HostileHTTPTests(TestCase):
             b"POST /request HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n" + b"x" * 5000
         )
         self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
-        self.assertIn(b"maxPayload=1000", answer)
+        self.assertIn(b"10000000000 bytes exceeds the gateway's limit of 1000 bytes (--max-payload)", answer)
         self.assertEqual(self.client.stats()["requests"], 0)
+
+    async def test_hugeBodyWithExpectContinue(self) -> None:
+        """
+        A client that asks for C{100 Continue} before sending a body over the
+        limit gets the 413 alone: no C{100 Continue} after it invites the body.
+        """
+        answer = await self.send(
+            b"POST /request HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
+        self.assertNotIn(b"100 Continue", answer)
+        self.assertEqual(answer.count(b"HTTP/1.1"), 1, answer)
+
+    async def test_expectContinueWithinLimit(self) -> None:
+        """A body within the limit still gets its C{100 Continue}, then its answer."""
+        raw = await connectProtocol(self.endpoint, _Raw())
+        raw.transport.write(  # type: ignore[union-attr]
+            b"POST /request HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        while b"100 Continue" not in raw.received:
+            await deferLater(reactor, 0.01)
+        raw.transport.write(b"abc")  # type: ignore[union-attr]
+        answer = await raw.closed.addTimeout(10, reactor)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "), answer)
+        self.assertIn(b"\r\n\r\n3\r\nABC\r\n0\r\n\r\n", answer)
 
     async def test_hugeChunkedBody(self) -> None:
         """A chunked body is cut off with 413 as soon as it passes the limit."""
@@ -71,7 +99,24 @@ class HostileHTTPTests(TestCase):
             b"POST /request HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 3 + b"0\r\n\r\n"
         )
         self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
+        # The size of a chunked body that is not read to its end is unknown.
+        self.assertIn(b"the body grew past the gateway's limit of 1000 bytes (--max-payload)", answer)
         self.assertEqual(self.client.stats()["requests"], 0)
+
+    async def test_headHealthz(self) -> None:
+        """
+        C{HEAD /healthz} answers GET's status and length with no body, and
+        logs no warning.
+        """
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        answer = await self.send(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head, _, body = answer.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        self.assertIn(b"Content-Length: 3", head)
+        self.assertEqual(body, b"")
+        self.assertEqual([e for e in events if "HEAD request" in str(e.get("log_format"))], [])
 
     async def test_wrongMethodsAndGarbage(self) -> None:
         """Wrong methods get 405, garbage gets 400; nothing reaches the backend."""

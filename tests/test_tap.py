@@ -211,6 +211,11 @@ class StatusTests(SynchronousTestCase):
             self.assertEqual(status, code, error)
             self.assertIn(word, text)
             self.assertEqual("Retry-After" in headers, code == 503)
+        # The client's cancellation text names the caller; in the gateway
+        # only its drain cancels, so the answer says that instead.
+        status, text, headers = statusFor(Failure(CancelledError("request cancelled by the caller")))
+        self.assertEqual(status, 503)
+        self.assertEqual(text, "the gateway is shutting down; retry on another instance")
 
 
 class MetricsTests(SynchronousTestCase):
@@ -314,6 +319,10 @@ class GatewayTests(SynchronousTestCase):
         self.successResultOf(drained)
         self.assertEqual(first.written, [b"one"])
         self.assertEqual(second.responseCode, 503)
+        # The gateway cancelled it, not its HTTP client.
+        text = b"".join(second.written)
+        self.assertIn(b"the gateway is shutting down", text)
+        self.assertNotIn(b"by the caller", text)
 
 
 class DemoBackendTests(SynchronousTestCase):

@@ -41,7 +41,7 @@ _STATUS: list[tuple[type[BaseException], int, str]] = [
     (TooManyPending, 503, "too many requests pending to the backend (TooManyPending)"),
     (RequestTimeout, 504, "backend did not answer in time (RequestTimeout)"),
     (PayloadTooLarge, 413, "payload too large (PayloadTooLarge)"),
-    (CancelledError, 503, "the gateway is shutting down"),
+    (CancelledError, 503, "the gateway is shutting down; retry on another instance"),
 ]
 
 
@@ -55,7 +55,9 @@ def statusFor(failure: Failure) -> tuple[int, str, dict[str, str]]:
     for errorType, code, reason in _STATUS:
         if failure.check(errorType):
             headers = {"Retry-After": str(RETRY_AFTER)} if code == 503 else {}
-            text = str(failure.value)
+            # A cancelled request was cancelled by the gateway's drain: the
+            # error's own text ("by the caller") would mislead its client.
+            text = "" if errorType is CancelledError else str(failure.value)
             return code, f"{reason}: {text}" if text else reason, headers
     return 500, f"internal error: {failure.getErrorMessage()}", {}
 
@@ -105,7 +107,12 @@ class _Leaf(Resource):
     def render(self, request: Request) -> bytes | int:
         method = request.method.decode("ascii", "replace")
         allowed = sorted(name[7:] for name in dir(self) if name.startswith("render_") and name != "render_HEAD")
-        if method not in allowed and not (method == "HEAD" and "GET" in allowed):
+        if method == "HEAD" and "GET" in allowed:
+            # The GET answer's headers, its length, and no body.
+            body = self.render_GET(request)  # type: ignore[attr-defined]
+            request.setHeader(b"content-length", b"%d" % (len(body),))
+            return b""
+        if method not in allowed:
             text = f"method {method} not allowed; use {', '.join(allowed)}"
             return _plain(request, 405, text, {"Allow": ", ".join(allowed)})
         return super().render(request)
@@ -225,9 +232,10 @@ class _NotFound(_Leaf):
 
 class GatewayRequest(Request):
     """
-    A request that refuses a body larger than the backend's C{maxPayload}
-    from its C{Content-Length}, before reading it, and stops buffering a
-    chunked body as soon as it grows past the limit.
+    A request that refuses a body larger than the gateway's C{maxPayload}
+    (its C{--max-payload}) from its C{Content-Length}, before reading it (and
+    without the C{100 Continue} an C{Expect: 100-continue} asked for), and
+    stops buffering a chunked body as soon as it grows past the limit.
     """
 
     maxPayload = 1_048_576
@@ -236,7 +244,7 @@ class GatewayRequest(Request):
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.maxPayload:
-            self._refuse(length)
+            self._refuse(f"{length} bytes exceeds")
             return
         super().gotLength(length)
 
@@ -245,17 +253,24 @@ class GatewayRequest(Request):
             return
         self._received += len(data)
         if self._received > self.maxPayload:
-            self._refuse(self._received)
+            # The rest of a chunked body is never read: its size is unknown.
+            self._refuse("the body grew past")
             return
         super().handleContentChunk(data)
 
-    def _refuse(self, size: int) -> None:
+    def _refuse(self, what: str) -> None:
         """
         Answer 413 at once, without reading the body, and close the connection.
+
+        @param what: how the body broke the limit, before the limit's name.
         """
         self._refused = True
+        # The channel sends 100 Continue after gotLength if asked to: the
+        # client must not be told to send the body it was just refused.
+        self.requestHeaders.removeHeader(b"expect")
         body = (
-            f"payload too large (PayloadTooLarge): {size} bytes exceeds the backend's maxPayload={self.maxPayload}\n"
+            f"payload too large (PayloadTooLarge): {what} the gateway's limit of {self.maxPayload} bytes "
+            "(--max-payload)\n"
         ).encode()
         transport = self.channel.transport
         assert transport is not None
