@@ -9,9 +9,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.python.failure import Failure
 from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from twisted_sockshare import SockShareClientFactory, SockShareServerFactory
