@@ -134,6 +134,7 @@ CASES: dict[str, Callable[[int], float]] = {
     "minimal": minimal,
     "shared": shared,
     "shared-no-timeouts": lambda rounds: shared(rounds, requestTimeout=None),
+    "shared-latency": lambda rounds: shared(rounds, latencyHistogram=True),
     # One caller, as sockshare bench -c 1 runs it.
     "minimal-1": lambda rounds: minimal(rounds * 100, callers=1),
     "shared-1": lambda rounds: shared(rounds * 100, callers=1),
@@ -144,7 +145,7 @@ CASES: dict[str, Callable[[int], float]] = {
 
 #: The floor each case is compared with: minimal, with the same callers.
 FLOORS = {name: "minimal" + name[len(name.split("-")[0]) :] for name in CASES}
-FLOORS["shared-no-timeouts"] = "minimal"
+FLOORS["shared-no-timeouts"] = FLOORS["shared-latency"] = "minimal"
 
 
 def main() -> None:

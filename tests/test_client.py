@@ -6,8 +6,10 @@ connection, and the races between events, with a fake endpoint and clock.
 from __future__ import annotations
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_sockshare import (
@@ -267,6 +269,31 @@ class IdleCloseTests(ClientTestCase):
         self.assertEqual(self.successResultOf(d), b"two")
         self.clock.advance(5)
         self.assertTrue(attempt.transport.disconnecting)
+
+    def test_connectionLifeLoggedOnlyWhenNoisy(self) -> None:
+        """
+        Connecting, connected, closing when idle and closed are logged (at
+        debug level) only by a C{noisy} client, as Twisted's factories do:
+        with C{idleTimeout=0} they would be four lines per request.
+        """
+        for noisy, expected in [(False, []), (True, ["Connecting", "Connected", "Closing idle", "closed"])]:
+            events: list[dict] = []
+            globalLogPublisher.addObserver(events.append)
+            try:
+                client = self.makeClient(idleTimeout=0)
+                client.noisy = noisy
+                client.request(b"1")
+                attempt = self.endpoint.last
+                attempt.succeed()
+                attempt.respond(0, b"")
+                attempt.transport.loseConnection()
+                attempt.protocol.connectionLost(Failure(ConnectionDone()))
+            finally:
+                globalLogPublisher.removeObserver(events.append)
+            texts = [formatEvent(e) for e in events if e.get("log_namespace", "").startswith("twisted_sockshare")]
+            self.assertEqual(len(texts), len(expected), texts)
+            for text, start in zip(texts, expected, strict=True):
+                self.assertIn(start, text)
 
     def test_idleTimeoutCountsFromLastQuiet(self) -> None:
         """

@@ -31,7 +31,9 @@ class RecordingOwner:
     def __init__(self) -> None:
         self.events: list[tuple] = []
 
-    def _settle(self, request: _Request, kind: int, payload: bytes) -> None:
+    noisy = False
+
+    def _settle(self, request: _Request, kind: int, payload: bytes, now: float) -> None:
         self.events.append(("settle", request, kind, payload))
 
     def _fail(self, request: _Request, error: BaseException) -> None:
@@ -58,7 +60,7 @@ class ConnectionTests(SynchronousTestCase):
 
     def request(self) -> _Request:
         request = _Request()
-        request.deadline = None
+        request.sentAt = 0.0
         return request
 
     def test_repliesMatchedAndSettled(self) -> None:
@@ -169,7 +171,7 @@ class ConnectionTests(SynchronousTestCase):
         owner = self.owner
         sent: list[_Request] = []
 
-        def settle(request: _Request, kind: int, payload: bytes) -> None:
+        def settle(request: _Request, kind: int, payload: bytes, now: float) -> None:
             follow = self.request()
             sent.append(follow)
             connection.send(follow, payload + b"+")

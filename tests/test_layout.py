@@ -18,6 +18,8 @@ PACKAGE = Path(twisted_sockshare.__file__).parent
 #: What the library may import besides the standard library and itself
 #: (pyOpenSSL only to recognise TLS errors, when TLS is in use).
 ALLOWED = {"twisted", "zope", "OpenSSL"}
+#: Modules that exist for a third-party package, importable when it is installed.
+OPTIONAL = {"metrics.py": {"prometheus_client"}}
 
 
 def importsOf(path: Path) -> set[str]:
@@ -48,7 +50,8 @@ class LayoutTests(SynchronousTestCase):
                 if name.startswith("."):
                     self.assertNotIn(top, {"demo", "bench"}, (path.name, name))
                 elif top != "twisted_sockshare":
-                    self.assertTrue(top in ALLOWED or top in sys.stdlib_module_names, (path.name, name))
+                    allowed = ALLOWED | OPTIONAL.get(path.name, set())
+                    self.assertTrue(top in allowed or top in sys.stdlib_module_names, (path.name, name))
                 else:
                     self.assertNotRegex(name, r"^twisted_sockshare\.(demo|bench)\b", path.name)
 

@@ -26,7 +26,7 @@ from twisted_sockshare import (
     TooManyPending,
 )
 from twisted_sockshare.demo.backend import DemoBackend
-from twisted_sockshare.demo.gateway import GatewayResource, metricsText, statusFor
+from twisted_sockshare.demo.gateway import GatewayResource, statusFor
 from twisted_sockshare.demo.tap import ClientOptions, ServerOptions, makeServerService
 
 
@@ -139,6 +139,7 @@ class OptionsTests(SynchronousTestCase):
                 "maxPending": 10_000,
                 "maxPayload": 1_048_576,
                 "resetOnTimeout": None,
+                "latencyHistogram": True,
             },
         )
 
@@ -166,6 +167,7 @@ class OptionsTests(SynchronousTestCase):
                 "maxPending": 7,
                 "maxPayload": 100,
                 "resetOnTimeout": False,
+                "latencyHistogram": True,
             },
         )
 
@@ -216,25 +218,6 @@ class StatusTests(SynchronousTestCase):
         status, text, headers = statusFor(Failure(CancelledError("request cancelled by the caller")))
         self.assertEqual(status, 503)
         self.assertEqual(text, "the gateway is shutting down; retry on another instance")
-
-
-class MetricsTests(SynchronousTestCase):
-    """
-    The Prometheus text format.
-    """
-
-    def test_format(self) -> None:
-        """Gauges and counters with HELP, TYPE and escaped labels."""
-        text = metricsText({"pending": 3, "requests": 10}, {"backend": 'a"b\\c\n', "strategy": "shared"})
-        self.assertEqual(
-            text,
-            "# HELP sockshare_pending twisted_sockshare client pending.\n"
-            "# TYPE sockshare_pending gauge\n"
-            'sockshare_pending{backend="a\\"b\\\\c\\n",strategy="shared"} 3\n'
-            "# HELP sockshare_requests_total twisted_sockshare client requests.\n"
-            "# TYPE sockshare_requests_total counter\n"
-            'sockshare_requests_total{backend="a\\"b\\\\c\\n",strategy="shared"} 10\n',
-        )
 
 
 class FakeBackend:

@@ -42,6 +42,7 @@ class _Connector:
     _pending: dict[_Request, None]
     _connections: set[SockShareClientProtocol]
     endpointDescription: str
+    noisy: bool
     connectTimeout: float | None
     _connectionsOpened: int
     _connectFailures: int
@@ -61,7 +62,8 @@ class _Connector:
             )
             return
         self._state = connecting = _Connecting(first)
-        _log.debug("Connecting to {endpoint}", endpoint=self.endpointDescription)
+        if self.noisy:
+            _log.debug("Connecting to {endpoint}", endpoint=self.endpointDescription)
         attempt = connecting.start(self._endpoint, self, self._clock, self.connectTimeout)  # type: ignore[arg-type]
         attempt.addCallbacks(
             self._connectSucceeded, self._connectFailed, callbackArgs=(connecting,), errbackArgs=(connecting,)
@@ -90,7 +92,8 @@ class _Connector:
                 Failure(ConnectionDropped("connection lost as soon as it was made")), connecting, waiting
             )
             return
-        _log.debug("Connected to {endpoint}", endpoint=self.endpointDescription)
+        if self.noisy:
+            _log.debug("Connected to {endpoint}", endpoint=self.endpointDescription)
         self._connections.add(connection)
         if current:
             self._state = _Connected(connection)

@@ -19,7 +19,8 @@ class _Request(Deferred[bytes]):
 
     @ivar payload: what to send, while the request waits for a connection;
         L{None} once written.
-    @ivar deadline: when it times out, on the client's clock (L{None}: never).
+    @ivar sentAt: when C{request()} was called, on the client's clock (its
+        timeout and its latency count from it).
     @ivar connection: the connection it was written to (L{None}: still
         waiting for one).
     @ivar requestId: its id on that connection (-1 until written).
@@ -28,10 +29,10 @@ class _Request(Deferred[bytes]):
         since).
     """
 
-    __slots__ = ("payload", "deadline", "connection", "requestId", "mark")
+    __slots__ = ("payload", "sentAt", "connection", "requestId", "mark")
 
     payload: bytes | None
-    deadline: float | None
+    sentAt: float
     connection: SockShareClientProtocol | None
     requestId: int
     mark: int

@@ -52,10 +52,13 @@ class _RequestTimeouts:
         moved forward when that request has already been answered.
         """
         self._deadlineCall = None
+        timeout = self.requestTimeout
+        if timeout is None:  # turned off since the timer was set
+            return
         now = self._seconds()
         expired = []
         for request in self._pending:
-            if request.deadline > now:  # type: ignore[operator]
+            if request.sentAt + timeout > now:
                 break
             expired.append(request)
         for request in expired:
@@ -64,7 +67,7 @@ class _RequestTimeouts:
         if self._pending:
             # A request made by an errback above may have set a later timer.
             self._cancelDeadlines()
-            deadline: float = next(iter(self._pending)).deadline  # type: ignore[assignment]
+            deadline = next(iter(self._pending)).sentAt + timeout
             self._deadlineCall = self._clock.callLater(max(0.0, deadline - now), self._checkDeadlines)
 
     def _timedOut(self, request: _Request) -> None:

@@ -29,6 +29,7 @@ C{close()} can wait for the socket to be gone.
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from collections.abc import Callable
 
 from twisted.application.internet import backoffPolicy
@@ -55,7 +56,7 @@ from .errors import (
 )
 from .interfaces import ISockShareClient
 from .options import ClientOptions, parseEndpoint
-from .stats import STAT_KEYS, _ClientCounters
+from .stats import LATENCY_BUCKETS, STAT_KEYS, _ClientCounters
 from .wire import RESPONSE
 
 _log = Logger(namespace="twisted_sockshare.client")
@@ -102,6 +103,10 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         attribute of the client (C{client.requestTimeout}...).
     """
 
+    #: Whether each connection's life (connecting, connected, closed when
+    #: idle) is logged, at debug level; as for Twisted's factories, off by
+    #: default: with C{idleTimeout=0} that is four lines per request.
+    #: Failures and retirements are logged either way.
     noisy = False
     protocol = SockShareClientProtocol
 
@@ -127,6 +132,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         pingInterval: float | None = None,
         pingTimeout: float = 10.0,
         connectBackoff: Callable[[int], float] | None = None,
+        latencyHistogram: bool = False,
     ) -> None:
         """
         Each keyword option is documented on L{ClientOptions}.
@@ -144,6 +150,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             maxPending=maxPending, maxPayload=maxPayload, resetOnTimeout=resetOnTimeout, closeTimeout=closeTimeout,
             keepAlive=keepAlive, codec=codec, maxLifetime=maxLifetime, maxOrphans=maxOrphans,
             pingInterval=pingInterval, pingTimeout=pingTimeout, connectBackoff=connectBackoff,
+            latencyHistogram=latencyHistogram,
         )  # fmt: skip
         reactor = maybeGlobalReactor(reactor)
         self._endpoint, self.endpointDescription = parseEndpoint(reactor, endpoint)
@@ -155,6 +162,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             closeTimeout, keepAlive, maxLifetime, maxOrphans,
         )  # fmt: skip
         self.pingInterval, self.pingTimeout = pingInterval, pingTimeout
+        self.latencyHistogram = latencyHistogram
         self.codec: Codec = options.codec  # type: ignore[assignment]
         # Whether a timeout resets its connection (None: only where replies
         # cannot be skipped, with an ordered codec).
@@ -165,6 +173,11 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         self._state: _State = _IDLE
         # Pending requests in submission order, which is also deadline order.
         self._pending: dict[_Request, None] = {}
+        self._latencyCounts = [0] * (len(LATENCY_BUCKETS) + 1)
+        if latencyHistogram:
+            # Connections call _settle once per reply: only a client that
+            # counts latency pays for it.
+            self._settle = self._settleTimed  # type: ignore[method-assign]
         # Every request's canceller, made once.
         self._canceller: Callable[[Deferred[bytes]], None] = self._cancelRequest  # type: ignore[assignment]
         # Connections not lost yet, usable or not.
@@ -181,6 +194,14 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
     def pending(self) -> int:
         """How many requests have been accepted and whose Deferred has not fired."""
         return len(self._pending)
+
+    @property
+    def reachable(self) -> bool:
+        """
+        Whether the backend is believed reachable: C{False} from a failed
+        connection attempt until one succeeds (C{True} before the first).
+        """
+        return self._failuresInRow == 0
 
     @property
     def connected(self) -> bool:
@@ -244,12 +265,10 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
                 self._rejected += 1
                 return fail(error)
         request = _Request(self._canceller)
-        timeout = self.requestTimeout
-        if timeout is None:
-            request.deadline = None
-        else:
-            request.deadline = self._seconds() + timeout
-            if self._deadlineCall is None:
+        request.sentAt = self._seconds()
+        if self._deadlineCall is None:
+            timeout = self.requestTimeout
+            if timeout is not None:
                 self._deadlineCall = self._clock.callLater(timeout, self._checkDeadlines)
         pending[request] = None
         if count >= self._peakPending:
@@ -276,7 +295,13 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
 
     # -- What connections tell the client (connection.ConnectionOwner) ----------
 
-    def _settle(self, request: _Request, kind: int, payload: bytes) -> None:
+    def _settleTimed(self, request: _Request, kind: int, payload: bytes, now: float) -> None:
+        elapsed = now - request.sentAt
+        self._latencySum += elapsed
+        self._latencyCounts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+        SockShareClientFactory._settle(self, request, kind, payload, now)
+
+    def _settle(self, request: _Request, kind: int, payload: bytes, now: float) -> None:
         pending = self._pending
         del pending[request]
         if kind == RESPONSE:
@@ -370,7 +395,8 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             if left > 0:
                 state.idleCall = self._clock.callLater(left, self._closeIdle, state)
                 return
-        _log.debug("Closing idle connection to {endpoint}", endpoint=self.endpointDescription)
+        if self.noisy:
+            _log.debug("Closing idle connection to {endpoint}", endpoint=self.endpointDescription)
         self._state = _IDLE
         self._cancelDeadlines()
         state.connection.close()

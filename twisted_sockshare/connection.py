@@ -74,9 +74,14 @@ class ConnectionOwner(_Interface):
     """
 
     endpointDescription: str
+    #: Whether to log each connection's life (debug level).
+    noisy: bool
 
-    def _settle(self, request: _Request, kind: int, payload: bytes) -> None:
-        """A reply of C{kind} (C{RESPONSE} or C{ERROR}) came for C{request}."""
+    def _settle(self, request: _Request, kind: int, payload: bytes, now: float) -> None:
+        """
+        A reply of C{kind} (C{RESPONSE} or C{ERROR}) came for C{request}, in
+        a chunk received at C{now} (the client's clock).
+        """
 
     def _fail(self, request: _Request, error: BaseException) -> None:
         """C{request} failed with C{error} and is no longer on the connection."""
@@ -209,6 +214,7 @@ class SockShareClientProtocol(Protocol):
             batch = self._batch = [] if len(frames) > 1 else None
             owner = self._owner
             settle = owner._settle
+            now = self._clock.seconds()  # one reading serves every reply in the chunk
             table = self._table
             pop = table.pop
             try:
@@ -232,7 +238,7 @@ class SockShareClientProtocol(Protocol):
                             self.orphans -= 1
                         owner._lateReply()
                         continue
-                    settle(request, kind, payload)
+                    settle(request, kind, payload, now)
             finally:
                 # If the connection was reset meanwhile, the requests in the
                 # batch were failed with it: their frames are not written.
@@ -387,7 +393,8 @@ class SockShareClientProtocol(Protocol):
         where = owner.endpointDescription
         why = reason.getErrorMessage()
         if not requests:
-            _log.debug("Connection to {endpoint} closed: {why}", endpoint=where, why=why)
+            if owner.noisy:
+                _log.debug("Connection to {endpoint} closed: {why}", endpoint=where, why=why)
             return
         _log.warn(
             "Connection to {endpoint} lost with {count} requests outstanding: {why}",

@@ -109,6 +109,19 @@ class SockSharePool:
             totals[destination] = totals.get(destination, ClientStats()) + ClientStats.fromDict(client.stats())
         return {destination: record.asDict() for destination, record in totals.items()}
 
+    def endpointStats(self) -> dict[str, dict[str, int]]:
+        """
+        The same as L{stats}, named as the balancer's is.
+        """
+        return self.stats()
+
+    def endpointClients(self) -> dict[str, SockShareClientFactory]:
+        """
+        Each destination's client, while it has one (an idle client is
+        dropped after a while; L{stats} keeps its counters).
+        """
+        return dict(self._clients)
+
     def close(self) -> Deferred[None]:
         """
         Close every client gracefully; new requests fail with L{ClientClosed}.
@@ -178,6 +191,24 @@ class SockShareBalancer:
     @property
     def pending(self) -> int:
         return sum(member.client.pending for member in self._members)
+
+    @property
+    def reachable(self) -> bool:
+        """
+        Whether an endpoint is up (not skipped after failures).
+        """
+        now = self._clock.seconds()
+        return any(member.downUntil <= now for member in self._members)
+
+    def endpointClients(self) -> dict[str, SockShareClientFactory]:
+        """
+        Each endpoint's client, named as in L{endpointStats}.
+        """
+        out: dict[str, SockShareClientFactory] = {}
+        for index, member in enumerate(self._members):
+            name = member.client.endpointDescription
+            out[f"{name} #{index}" if name in out else name] = member.client
+        return out
 
     def _available(self, exclude: set[_Member]) -> list[_Member]:
         now = self._clock.seconds()
@@ -260,13 +291,8 @@ class SockShareBalancer:
         Each endpoint's counters, plus C{down}: 1 while it is skipped.
         """
         now = self._clock.seconds()
-        out: dict[str, dict[str, int]] = {}
-        for index, member in enumerate(self._members):
-            name = member.client.endpointDescription
-            if name in out:
-                name = f"{name} #{index}"
-            out[name] = {**member.client.stats(), "down": int(member.downUntil > now)}
-        return out
+        down = {member.client: member.downUntil > now for member in self._members}
+        return {name: {**client.stats(), "down": int(down[client])} for name, client in self.endpointClients().items()}
 
     def close(self) -> Deferred[None]:
         """

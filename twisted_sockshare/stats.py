@@ -87,6 +87,39 @@ def _values(record: ClientStats) -> list[int]:
 #: The keys of a client's C{stats()}, in order.
 STAT_KEYS: Final = tuple(field.name for field in fields(ClientStats))
 
+#: The upper bounds, in seconds, of the reply latency histogram's buckets
+#: (a last one, unbounded, holds the rest): from 100 microseconds, for a
+#: backend on the same host, to 10 seconds.
+LATENCY_BUCKETS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LatencyHistogram:
+    """
+    How long the backend's replies took, from C{request()} to the chunk that
+    brought the reply, counted in fixed buckets: responses and remote errors
+    (requests that failed otherwise have no reply, and are counted in
+    L{ClientStats}).
+
+    @ivar bounds: each bucket's upper bound in seconds (L{LATENCY_BUCKETS}).
+    @ivar counts: the replies in each bucket (not cumulative), one more than
+        C{bounds}: the last holds those over the largest bound.
+    @ivar sum: the seconds of every reply, added up.
+    """
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    sum: float
+
+    @property
+    def count(self) -> int:
+        """
+        How many replies were counted.
+        """
+        return sum(self.counts)
+
 
 class _ClientCounters:
     """
@@ -109,6 +142,15 @@ class _ClientCounters:
     _retired = 0
     _goawaysReceived = 0
     _cancelsSent = 0
+    _latencySum = 0.0
+    #: Replies per latency bucket (set per client: a list is mutable).
+    _latencyCounts: list[int]
+
+    def latency(self) -> LatencyHistogram:
+        """
+        The reply latency histogram since the client was made.
+        """
+        return LatencyHistogram(LATENCY_BUCKETS, tuple(self._latencyCounts), self._latencySum)
 
     def _counters(self, pending: int, connected: bool) -> ClientStats:
         """
@@ -135,4 +177,4 @@ class _ClientCounters:
         )
 
 
-__all__ = ["ClientStats", "STAT_KEYS"]
+__all__ = ["ClientStats", "STAT_KEYS", "LATENCY_BUCKETS", "LatencyHistogram"]

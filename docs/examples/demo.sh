@@ -52,4 +52,12 @@ print("POST /request x200 (50 at a time):", replies[0], "...", replies[-1])
 stats = json.load(urllib.request.urlopen(api + "/stats"))
 print("GET /stats:", json.dumps(stats))
 print(f"{stats['responses']} backend requests shared {stats['connectionsOpened']} connection(s)")
+metrics = urllib.request.urlopen(api + "/metrics").read().decode()
+print("GET /metrics (some lines):")
+for line in metrics.splitlines():
+    if line.startswith(("sockshare_responses_total", "sockshare_request_duration_seconds_count",
+                        "sockshare_gateway_request_duration_seconds_count")) or (
+            line.startswith("sockshare_request_duration_seconds_bucket") and 'le="0.5"' in line):
+        print("  " + line)
+print("GET /readyz:", urllib.request.urlopen(api + "/readyz").read().decode().strip())
 PY

@@ -5,13 +5,17 @@ backend through one client (shared, or one connection per request).
 
     - C{POST /request}: the body is the payload; C{200} with the backend's reply.
     - C{GET /stats}: the client's counters as JSON, plus C{strategy} and C{backend}.
-    - C{GET /metrics}: the same counters in Prometheus' text format.
+    - C{GET /metrics}: the same counters, the backend requests' latency and the
+      HTTP requests' duration, for Prometheus (through C{prometheus_client}).
     - C{GET /healthz}: C{200} while the process serves.
+    - C{GET /readyz}: C{200} while the backend is reachable (the last
+      connection attempt succeeded, or an endpoint is up), else C{503}.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -60,37 +64,6 @@ def statusFor(failure: Failure) -> tuple[int, str, dict[str, str]]:
             text = "" if errorType is CancelledError else str(failure.value)
             return code, f"{reason}: {text}" if text else reason, headers
     return 500, f"internal error: {failure.getErrorMessage()}", {}
-
-
-def _escapeLabel(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-_GAUGES = {"pending", "peakPending", "connected", "endpointsDown"}
-
-
-def _snake(name: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in name)
-
-
-def metricsText(stats: dict[str, int], labels: dict[str, str]) -> str:
-    """
-    Render counters in the Prometheus text exposition format (version 0.0.4).
-
-    @param stats: counter names (camelCase) to values; C{pending},
-        C{peakPending} and C{connected} are gauges, the rest counters.
-    @param labels: labels added to every sample.
-    @return: the text, ending with a newline.
-    """
-    labelText = ",".join(f'{key}="{_escapeLabel(value)}"' for key, value in sorted(labels.items()))
-    lines = []
-    for key, value in stats.items():
-        gauge = key in _GAUGES
-        name = "sockshare_" + _snake(key) + ("" if gauge else "_total")
-        lines.append(f"# HELP {name} twisted_sockshare client {key}.")
-        lines.append(f"# TYPE {name} {'gauge' if gauge else 'counter'}")
-        lines.append(f"{name}{{{labelText}}} {value}")
-    return "\n".join(lines) + "\n"
 
 
 def _plain(request: Request, code: int, text: str, headers: dict[str, str] | None = None) -> bytes:
@@ -164,17 +137,56 @@ class _Stats(_GatewayLeaf):
         return json.dumps(stats).encode() + b"\n"
 
 
-class _Metrics(_GatewayLeaf):
+class _NoMetrics(_Leaf):
     def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-        gateway = self._gateway
-        labels = {"backend": gateway.backendDescription, "strategy": gateway.strategy}
-        return metricsText(gateway.backend.stats(), labels).encode("utf-8")
+        return _plain(request, 501, "metrics need prometheus_client: pip install 'twisted_sockshare[metrics]'")
 
 
 class _Health(_Leaf):
     def render_GET(self, request: Request) -> bytes:
         return _plain(request, 200, "ok")
+
+
+class _Ready(_GatewayLeaf):
+    def render_GET(self, request: Request) -> bytes:
+        if getattr(self._gateway.backend, "reachable", True):
+            return _plain(request, 200, "ready")
+        return _plain(request, 503, f"backend unreachable: {self._gateway.backendDescription}")
+
+
+class _Metrics:
+    """
+    The gateway's figures in a C{prometheus_client} registry of its own: the
+    backend client's (L{twisted_sockshare.metrics.SockShareCollector}) and
+    the HTTP requests' duration.
+    """
+
+    def __init__(self, gateway: GatewayResource) -> None:
+        from prometheus_client import CollectorRegistry, Histogram
+        from prometheus_client.twisted import MetricsResource
+
+        from ..metrics import SockShareCollector
+
+        self.registry = CollectorRegistry()
+        labels = {"backend": gateway.backendDescription, "strategy": gateway.strategy}
+        self.registry.register(SockShareCollector(gateway.backend, labels))
+        self.httpDuration = Histogram(
+            "sockshare_gateway_request_duration_seconds",
+            "Seconds from an HTTP request's arrival to the end of its answer.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.resource = MetricsResource(self.registry)
+
+    def observe(self, method: str, code: int, seconds: float) -> None:
+        self.httpDuration.labels(method, str(code)).observe(seconds)
+
+
+def _metrics(gateway: GatewayResource) -> _Metrics | None:
+    try:
+        return _Metrics(gateway)
+    except ImportError:
+        return None
 
 
 class GatewayResource(Resource):
@@ -191,10 +203,13 @@ class GatewayResource(Resource):
         self.backendDescription = backendDescription
         self.inFlight: set[Deferred[bytes]] = set()
         self._drainWaiters: list[Deferred[None]] = []
+        #: The gateway's Prometheus figures, if C{prometheus_client} is installed.
+        self.metrics = _metrics(self)
         self.putChild(b"request", _Exchange(self))
         self.putChild(b"stats", _Stats(self))
-        self.putChild(b"metrics", _Metrics(self))
+        self.putChild(b"metrics", self.metrics.resource if self.metrics is not None else _NoMetrics())
         self.putChild(b"healthz", _Health())
+        self.putChild(b"readyz", _Ready(self))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         return _NotFound()
@@ -227,7 +242,7 @@ class GatewayResource(Resource):
 
 class _NotFound(_Leaf):
     def render(self, request: Request) -> bytes:
-        return _plain(request, 404, "not found; try POST /request, GET /stats, /metrics or /healthz")
+        return _plain(request, 404, "not found; try POST /request, GET /stats, /metrics, /healthz or /readyz")
 
 
 class GatewayRequest(Request):
@@ -283,7 +298,15 @@ class GatewayRequest(Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._refused:
             return
+        self._arrived = time.monotonic()
+        self.notifyFinish().addBoth(self._observe)
         super().requestReceived(command, path, version)
+
+    def _observe(self, result: object) -> None:
+        metrics = getattr(getattr(self, "site", None), "resource", None)
+        metrics = getattr(metrics, "metrics", None)
+        if metrics is not None:
+            metrics.observe(self.method.decode("ascii", "replace"), self.code, time.monotonic() - self._arrived)
 
 
 def makeSite(resource: GatewayResource, maxPayload: int, idleTimeout: float = 60.0) -> Site:
@@ -304,4 +327,4 @@ def makeSite(resource: GatewayResource, maxPayload: int, idleTimeout: float = 60
     return site
 
 
-__all__ = ["GatewayResource", "GatewayRequest", "makeSite", "metricsText", "statusFor", "RETRY_AFTER"]
+__all__ = ["GatewayResource", "GatewayRequest", "makeSite", "statusFor", "RETRY_AFTER"]

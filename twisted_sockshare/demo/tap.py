@@ -285,6 +285,8 @@ class ClientOptions(usage.Options):
             "maxPending": self["max-pending"],
             "maxPayload": self["max-payload"],
             "resetOnTimeout": True if self["reset-on-timeout"] else False if self["no-reset-on-timeout"] else None,
+            # For /metrics: the backend requests' latency.
+            "latencyHistogram": True,
         }
 
 
