@@ -49,6 +49,20 @@ class ExampleTests(SynchronousTestCase):
             "stub: hello ada [b'HELLO Ada']\nmemory: ['Hello Ada', 'Hello Grace'] over 1 connection\n",
         )
 
+    def test_asyncioApp(self) -> None:
+        """
+        docs/asyncio.rst's application awaits the client's Deferreds as asyncio
+        futures on Twisted's asyncio reactor; cancelling a future cancels its
+        request (CANCEL sent) and the connection stays shared.
+        """
+        self.assertEqual(
+            self.runExample("asyncio_app.py"),
+            "replies: ['HELLO 0', 'HELLO 1', 'HELLO 2']\n"
+            "slow request cancelled after 0.2 s\n"
+            "after cancelling: STILL SHARED\n"
+            "cancelled=1 cancelsSent=1 connections=1\n",
+        )
+
     def test_readmeUsage(self) -> None:
         """The README's usage example runs as written and prints what the README says."""
         with open(os.path.join(os.path.dirname(EXAMPLES), "..", "README.md"), encoding="utf-8") as readme:
