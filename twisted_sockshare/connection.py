@@ -80,7 +80,8 @@ class ConnectionOwner(_Interface):
     def _settle(self, request: _Request, kind: int, payload: bytes, now: float) -> None:
         """
         A reply of C{kind} (C{RESPONSE} or C{ERROR}) came for C{request}, in
-        a chunk received at C{now} (the client's clock).
+        a chunk received at C{now} (the client's clock; 0 unless the client
+        counts latency, C{latencyHistogram}).
         """
 
     def _fail(self, request: _Request, error: BaseException) -> None:
@@ -140,6 +141,7 @@ class SockShareClientProtocol(Protocol):
         # Control frames (CANCEL, PING, PONG) exist in this project's frames only.
         self._controls = type(codec) is Multiplexed
         self._liveness = _Liveness(self, clock, options.pingInterval, options.pingTimeout)
+        self._timed = options.latencyHistogram
         # Requests by id, in the order written.  With an ordered codec a
         # forgotten request keeps its slot (None) until its reply comes.
         self._table: dict[int, _Request | None] = {}
@@ -214,7 +216,8 @@ class SockShareClientProtocol(Protocol):
             batch = self._batch = [] if len(frames) > 1 else None
             owner = self._owner
             settle = owner._settle
-            now = self._clock.seconds()  # one reading serves every reply in the chunk
+            # One reading serves every reply in the chunk, if latency is counted.
+            now = self._clock.seconds() if self._timed else 0.0
             table = self._table
             pop = table.pop
             try:
