@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet import reactor
@@ -70,7 +71,10 @@ class TallyTests(SynchronousTestCase):
         tally.record(b"b", b"a", 0.1)
         tally.record(Failure(RemoteError("x")), b"a", 0.1)
         self.assertEqual(dict(tally.errors), {"WrongReply": 1, "RemoteError": 1})
-        self.assertEqual((tally.completed, tally.failed), (3, 2))
+        self.assertEqual((tally.completed, tally.failed, tally.succeeded), (3, 2, 1))
+        # The rate counts successes only.
+        tally.seconds = 0.5
+        self.assertEqual(tally.requestsPerSecond, 2.0)
 
     def test_payloadsDistinct(self) -> None:
         """Every caller has its own payload of the asked size."""
@@ -264,6 +268,7 @@ class RunnerTests(TestCase):
         opened = {b["strategy"]: b["connectionsOpened"] for b in results.bursty}
         self.assertEqual(opened, {"shared-linger": 1, "shared": 1, "shared-eager": 3, "per-request": 30, "minimal": 1})
         self.assertEqual(sorted(m["strategy"] for m in results.memory), ["minimal", "shared"])
+        self.assertGreaterEqual(results.process["peakRss"], results.process["rssEnd"])
         self.assertEqual(results.skipped, [])
 
     async def test_burstsOnly(self) -> None:
@@ -325,6 +330,47 @@ class ReportTests(SynchronousTestCase):
         self.assertIn("10x slower", text)
         self.assertIn("at 80% of the rate of minimal", text)
         self.assertEqual(summary([_row("shared", 1000)]), "")
+
+    def test_summarySpread(self) -> None:
+        """
+        When repeated runs spread more than the difference between shared
+        and minimal, the demo draws no conclusion from them.
+        """
+        wide = replace(_row("minimal", 1050), spread=0.3)
+        text = summary([_row("shared", 1000), _row("per-request", 50), wide])
+        self.assertIn("no conclusion", text)
+        self.assertIn("spread by up to 30%", text)
+        self.assertNotIn("% of the rate of minimal", text)
+        # A difference larger than the spread is still reported.
+        text = summary([_row("shared", 500), _row("per-request", 50), wide])
+        self.assertIn("at 48% of the rate of minimal", text)
+
+    def test_medianAndSpread(self) -> None:
+        """Repeats report the median run, and how far the runs spread around it."""
+        from twisted_sockshare.bench.runner import _median
+
+        row = _median([_row("shared", 900), _row("shared", 1000), _row("shared", 1200)])
+        self.assertEqual((row.requestsPerSecond, row.spread), (1000, 0.3))
+        self.assertEqual(_median([_row("shared", 1000)]).spread, 0.0)
+
+    def test_errorsByKind(self) -> None:
+        """The table shows each row's errors by kind, most frequent first."""
+        row = replace(_row("shared", 10), errors=12, errorKinds={"WrongReply": 2, "RequestTimeout": 10})
+        results = self.results()
+        results.rows = [row]
+        self.assertIn("12 (RequestTimeout 10, WrongReply 2)", render(results))
+
+    def test_tooManyErrors(self) -> None:
+        """A measurement whose errors exceed the limit is named, with its kinds."""
+        from twisted_sockshare.bench.cli import tooManyErrors
+
+        bad = replace(_row("shared", 10), errors=20, errorKinds={"ConnectFailed": 20})
+        ok = replace(_row("minimal", 10), errors=5, errorKinds={"WrongReply": 5})
+        self.assertEqual(
+            tooManyErrors([bad, ok], 0.01),
+            ["shared at 100 callers: 20 of 1,000 requests failed (ConnectFailed 20), above --max-errors=0.01"],
+        )
+        self.assertEqual(tooManyErrors([bad, ok], 0.02), [])
 
     def results(self) -> Any:
         from twisted_sockshare.bench.runner import Results, machine
@@ -414,9 +460,23 @@ class ProgressTests(SynchronousTestCase):
         clock.advance(0.5)
         self.assertEqual(stream.getvalue(), "")
         clock.advance(0.5)
-        self.assertIn("shared c=100: 42 done, 21 req/s, 0 errors, 2 s", stream.getvalue())
+        self.assertIn("shared c=100: 42 done, 21 req/s, 0 errors, 2.0 s", stream.getvalue())
         progress("", None)
         self.assertTrue(stream.getvalue().endswith("\r\x1b[K"))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_shownFromTheStart(self) -> None:
+        """By default the line appears as soon as a measurement starts, then every half second."""
+        stream, clock = FakeTerminal(True), Clock()
+        loop = ClosedLoop(succeed, [b"x"], total=1)
+        progress = ProgressLine(stream, clock)
+        progress("shared c=100", loop)
+        self.assertIn("shared c=100: 0 done, starting, 0 errors, 0.0 s", stream.getvalue())
+        for _ in range(10):
+            loop.tally.addLatency(0.001)
+        clock.advance(0.5)
+        self.assertIn("shared c=100: 10 done, 20 req/s, 0 errors, 0.5 s", stream.getvalue())
+        progress("", None)
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_quietWhenNotATerminal(self) -> None:

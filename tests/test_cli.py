@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -34,6 +38,17 @@ def sockshare(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[s
         env=env,
         cwd=ROOT,
     )
+
+
+@contextmanager
+def socketPort() -> Iterator[int]:
+    """
+    A loopback port nothing listens on, held (bound, not listening) so that
+    no other test takes it meanwhile: connecting to it is refused.
+    """
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 class OptionTests(SynchronousTestCase):
@@ -77,9 +92,33 @@ class OptionTests(SynchronousTestCase):
             (["--in-process", "--server-process"], "not both"),
             (["--backend", "nonsense:1"], "--backend 'nonsense:1' is not a valid endpoint"),
             (["--plot", "out.txt"], "--plot needs a .png or .svg"),
+            (["--json", "/nonexistent/dir/x.json"], "the directory '/nonexistent/dir' does not exist"),
+            (["--plot", "/nonexistent/dir/x.svg"], "the directory '/nonexistent/dir' does not exist"),
+            (["--json", "/"], "--json '/' is a directory"),
+            (["--max-errors", "2"], "--max-errors is a fraction of the requests, from 0 to 1"),
+            (["--max-errors", "-0.1"], "--max-errors must be >= 0"),
         ]:
             e = self.assertRaises(usage.UsageError, self.parse, *argv)
             self.assertIn(words, str(e))
+
+    def test_help(self) -> None:
+        """
+        C{--help} names the command in its usage line, has no doubled
+        periods, and lists the strategies one per line.
+        """
+        options = Options()
+        for command in ("bench", "demo"):
+            options = Options()
+            try:
+                options.parseOptions([command, "--help"])
+            except SystemExit:
+                pass
+            text = str(options.subOptions)
+            self.assertTrue(text.startswith(f"Usage: sockshare {command} [options]\n"), text[:80])
+            self.assertNotIn("..", text)
+        text = str(self.parse())
+        for name, kind in KINDS.items():
+            self.assertRegex(text, rf"\n  {re.escape(name)} +{re.escape(kind.summary)}")
 
     def test_commandNeeded(self) -> None:
         e = self.assertRaises(usage.UsageError, Options().parseOptions, [])
@@ -93,6 +132,42 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 2)
         self.assertIn("sockshare bench: error: --concurrency must be >= 1, not 0", result.stderr)
         self.assertEqual(result.stdout, "")
+
+    def test_version(self) -> None:
+        """C{--version}, on the command or a subcommand, is the package's (and names Twisted's)."""
+        import twisted
+        from twisted_sockshare import __version__
+
+        for argv in (["--version"], ["bench", "--version"], ["demo", "--version"]):
+            result = sockshare(*argv)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual(result.stdout, f"twisted_sockshare {__version__} (Twisted {twisted.__version__})\n")
+
+    def test_jsonPathCheckedFirst(self) -> None:
+        """An unwritable --json fails at once, before any measurement, with one line and exit 2."""
+        result = sockshare("bench", "--json", "/nonexistent/dir/x.json", timeout=20)
+        self.assertEqual(result.returncode, 2)
+        self.assertIn(
+            "--json '/nonexistent/dir/x.json': the directory '/nonexistent/dir' does not exist", result.stderr
+        )
+        self.assertNotIn("Traceback", result.stderr)
+
+    def test_unreachableBackendFails(self) -> None:
+        """
+        Against a backend that refuses every connection, the rate counts no
+        successes, the table names the errors' kind, and the run exits 1.
+        """
+        with socketPort() as port:
+            result = sockshare(
+                "bench", "--backend", f"tcp:127.0.0.1:{port}", "-s", "shared", "-n", "2000", "--warmup", "0",
+                "-c", "10", "--quiet", timeout=60,
+            )  # fmt: skip
+        self.assertEqual(result.returncode, 1, result.stderr)
+        row = next(line for line in result.stdout.splitlines() if line.startswith("shared "))
+        self.assertIn(" 0 ", row)  # requests/s: no success
+        self.assertIn("2,000 (ConnectFailed 2,000)", row)
+        self.assertIn("sockshare bench: shared at 10 callers: 2,000 of 2,000 requests failed", result.stderr)
+        self.assertIn("above --max-errors=0.01", result.stderr)
 
     def test_everyStrategy(self) -> None:
         """A tiny run of every strategy completes with no errors and writes the documented JSON."""
@@ -109,7 +184,7 @@ class CommandTests(SynchronousTestCase):
             self.assertEqual(
                 set(row),
                 {"strategy", "library", "concurrency", "payloadSize", "requests", "errors", "errorKinds", "seconds",
-                 "requestsPerSecond", "p50Ms", "p99Ms", "connectionsOpened", "cpuUsPerRequest"},
+                 "requestsPerSecond", "p50Ms", "p99Ms", "connectionsOpened", "cpuUsPerRequest", "spread"},
             )  # fmt: skip
             self.assertEqual((row["requests"], row["errors"], row["concurrency"]), (200, 0, 10), row["strategy"])
             self.assertGreater(row["requestsPerSecond"], 0)
@@ -134,7 +209,8 @@ class SoakTests(SynchronousTestCase):
         """
         path = tempPath(self)
         result = sockshare(
-            "bench", "-s", "shared", "-c", "20", "--duration", "6", "--restart-every", "1", "--json", path
+            "bench", "-s", "shared", "-c", "20", "--duration", "6", "--restart-every", "1", "--max-errors", "1",
+            "--json", path,
         )  # fmt: skip
         self.assertEqual(result.returncode, 0, result.stderr)
         with open(path) as f:

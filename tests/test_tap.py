@@ -124,6 +124,12 @@ class OptionsTests(SynchronousTestCase):
             e = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, [bad])
             self.assertIn(text, str(e))
 
+    def test_helpHasNoGaps(self) -> None:
+        """The options' help reads as sentences: no run of spaces inside one."""
+        for options in (ClientOptions(), ServerOptions()):
+            self.assertNotRegex(str(options), r"[a-z,.;:] {2,}[a-z]")
+        self.assertIn("Give it more than once for one backend", " ".join(str(ClientOptions()).split()))
+
     def test_clientDefaults(self) -> None:
         """The gateway's defaults match the library's."""
         options = ClientOptions()

@@ -9,6 +9,7 @@ The C{sockshare} command (also C{python -m twisted_sockshare}):
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -17,11 +18,13 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.task import react
 from twisted.python import usage
 
+import twisted
+
 from .. import __version__
 from ..demo.convert import number
 from .contenders import KINDS
 from .report import ProgressLine, plot, render, summary, writeJSON
-from .runner import Plan, run
+from .runner import Plan, Row, run
 
 
 def _strategyList() -> str:
@@ -30,25 +33,71 @@ def _strategyList() -> str:
     )
 
 
-class BenchOptions(usage.Options):
+def _version() -> None:
+    print(f"twisted_sockshare {__version__} (Twisted {twisted.__version__})")
+    sys.exit(0)
+
+
+def _fraction(text: str) -> float:
+    value: float = number(float, "max-errors", 0)(text)
+    if value > 1:
+        raise ValueError(f"--max-errors is a fraction of the requests, from 0 to 1, not {text}")
+    return value
+
+
+_fraction.coerceDoc = "A fraction, 0 to 1."  # type: ignore[attr-defined]
+
+
+def _checkWritable(option: str, path: str) -> None:
+    """
+    Refuse an output file that could not be written, before the run.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise usage.UsageError(f"--{option} {path!r}: the directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise usage.UsageError(f"--{option} {path!r}: cannot write there")
+    if os.path.isdir(path):
+        raise usage.UsageError(f"--{option} {path!r} is a directory")
+
+
+class _Command(usage.Options):
+    """
+    A C{sockshare} command: its usage line names it, and C{--version} is the
+    package's.
+    """
+
+    command = ""
+
+    def getSynopsis(self) -> str:
+        return f"Usage: sockshare {self.command} [options]"
+
+    def opt_version(self) -> None:
+        """
+        Print twisted_sockshare's version (and Twisted's) and exit.
+        """
+        _version()
+
+
+class BenchOptions(_Command):
     """
     Options of C{sockshare bench}.
     """
 
-    synopsis = "[options]"
+    command = "bench"
     longdesc = (
         "Measure how fast each strategy exchanges request/response messages with a backend "
-        "(requests/s, p50/p99 latency, errors, connections opened). Strategies:\n" + _strategyList()
+        "(requests/s counting successes only, p50/p99 latency, errors by kind, connections opened)."
     )
     optParameters: list[Any] = [
         [
             "requests",
             "n",
             None,
-            "Requests per measurement (instead of --duration); 0 skips the closed-loop load.",
+            "Requests per measurement (instead of --duration); 0 skips the closed-loop load",
             number(int, "requests", 0),
         ],
-        ["duration", "d", None, "Seconds per measurement (default 2).", number(float, "duration", 0, False)],
+        ["duration", "d", None, "Seconds per measurement (default 2)", number(float, "duration", 0, False)],
         ["payload-size", None, 64, "Bytes per request payload.", number(int, "payload-size", 0)],
         ["delay", None, 0.0, "Seconds of backend work per request.", number(float, "delay", 0)],
         ["idle-timeout", None, 1.0, "Linger of shared-linger, in seconds.", number(float, "idle-timeout", 0)],
@@ -65,7 +114,7 @@ class BenchOptions(usage.Options):
             "restart-every",
             None,
             None,
-            "Kill and restart the backend process every this many seconds during each measurement (a soak).",
+            "Kill and restart the backend process every this many seconds during each measurement (a soak)",
             number(float, "restart-every", 0, False),
         ],
         [
@@ -74,6 +123,13 @@ class BenchOptions(usage.Options):
             1,
             "Measure each case this many times, interleaved; report the median.",
             number(int, "repeat", 1),
+        ],
+        [
+            "max-errors",
+            None,
+            0.01,
+            "Exit 1 if a measurement's errors exceed this fraction of its requests.",
+            _fraction,
         ],
     ]
     optFlags = [
@@ -114,7 +170,15 @@ class BenchOptions(usage.Options):
 
     opt_c = opt_concurrency
 
+    def getUsage(self, width: int | None = None) -> str:
+        # The strategies as a table: Twisted would reflow them into the
+        # description's paragraph.
+        return super().getUsage(width) + "\nStrategies:\n" + _strategyList() + "\n"
+
     def postOptions(self) -> None:
+        for option in ("json", "plot"):
+            if self[option] is not None:
+                _checkWritable(option, self[option])
         if self["requests"] is not None and self["duration"] is not None:
             raise usage.UsageError("give --requests or --duration, not both")
         if self["server-process"] and self["in-process"]:
@@ -167,22 +231,24 @@ class BenchOptions(usage.Options):
         )
 
 
-class DemoOptions(usage.Options):
+class DemoOptions(_Command):
     """
     Options of C{sockshare demo}: none are needed.
     """
 
-    synopsis = ""
+    command = "demo"
     longdesc = (
         "Start a demo backend in its own process and drive 100 concurrent callers through each "
-        "strategy for a moment (about 15 s in all); print what each achieved, and what it shows."
+        "strategy, three short interleaved runs each (about 20 s in all); print the median of each, "
+        "and what it shows."
     )
     optParameters: list[Any] = [
-        ["duration", "d", 1.5, "Seconds per strategy.", number(float, "duration", 0, False)],
+        ["duration", "d", 0.5, "Seconds per run.", number(float, "duration", 0, False)],
+        ["repeat", "r", 3, "Runs per strategy; the median is reported.", number(int, "repeat", 1)],
     ]
 
     def plan(self) -> Plan:
-        return Plan(duration=self["duration"], concurrencies=[100], warmup=300)
+        return Plan(duration=self["duration"], concurrencies=[100], warmup=300, repeat=self["repeat"])
 
 
 class Options(usage.Options):
@@ -190,7 +256,7 @@ class Options(usage.Options):
     C{sockshare COMMAND [options]}.
     """
 
-    synopsis = "sockshare COMMAND [options]"
+    synopsis = "Usage: sockshare [--version] COMMAND [options]"
     longdesc = "Compare ways of sharing a connection to a backend: try 'sockshare demo'."
     subCommands = [
         ["demo", None, DemoOptions, "Run the comparison with the defaults (about 15 s)."],
@@ -199,10 +265,9 @@ class Options(usage.Options):
 
     def opt_version(self) -> None:
         """
-        Print the version and exit.
+        Print twisted_sockshare's version (and Twisted's) and exit.
         """
-        print(f"twisted_sockshare {__version__}")
-        sys.exit(0)
+        _version()
 
     def postOptions(self) -> None:
         if self.subCommand is None:
@@ -231,11 +296,31 @@ async def _main(reactor: Any, options: Options, out: TextIO) -> None:
     if command.get("plot"):
         plot(results, command["plot"])
         print(f"wrote {command['plot']}", file=out)
+    failed = tooManyErrors(results.rows, command.get("max-errors", 0.01))
+    if failed:
+        for line in failed:
+            print(f"sockshare {options.subCommand}: {line}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def tooManyErrors(rows: list[Row], limit: float) -> list[str]:
+    """
+    What to say of each measurement whose errors are over C{limit} (a
+    fraction of its requests).
+    """
+    return [
+        f"{row.strategy} at {row.concurrency} callers: {row.errors:,} of {row.requests:,} requests failed "
+        f"({', '.join(f'{kind} {n:,}' for kind, n in sorted(row.errorKinds.items()))}), "
+        f"above --max-errors={limit}"
+        for row in rows
+        if row.requests and row.errors / row.requests > limit
+    ]
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> None:
     """
-    The C{sockshare} console script.  Exits 0 on success, 2 on bad options.
+    The C{sockshare} console script.  Exits 0 on success, 1 when a
+    measurement's errors exceed C{--max-errors}, 2 on bad options.
     """
     options = Options()
     try:

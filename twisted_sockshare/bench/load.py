@@ -54,8 +54,16 @@ class Tally:
         return sum(self.errors.values())
 
     @property
+    def succeeded(self) -> int:
+        return self.completed - self.failed
+
+    @property
     def requestsPerSecond(self) -> float:
-        return self.completed / self.seconds if self.seconds > 0 else 0.0
+        """
+        Requests answered as expected per second: failures do not count, so
+        a backend that refuses everything at once is not fast.
+        """
+        return self.succeeded / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def cpuPerRequest(self) -> float:

@@ -54,7 +54,7 @@ def table(rows: list[Row]) -> str:
                 f"{row.requestsPerSecond:,.0f}",
                 f"{row.p50Ms:.2f}",
                 f"{row.p99Ms:.2f}",
-                str(row.errors),
+                _errors(row.errors, row.errorKinds),
                 str(row.connectionsOpened),
                 f"{row.cpuUsPerRequest:.1f}",
             ]
@@ -62,6 +62,16 @@ def table(rows: list[Row]) -> str:
     return _table(header, lines) + (
         "\n* connections opened, warm-up included; CPU us/req: the load generator's CPU time per request"
     )
+
+
+def _errors(count: int, kinds: dict[str, int]) -> str:
+    """
+    An error count and its kinds, most frequent first: C{"12 (RequestTimeout 10, WrongReply 2)"}.
+    """
+    if not count:
+        return "0"
+    ordered = sorted(kinds.items(), key=lambda item: (-item[1], item[0]))
+    return f"{count:,} (" + ", ".join(f"{kind} {n:,}" for kind, n in ordered) + ")"
 
 
 def burstyTable(bursty: list[dict[str, Any]]) -> str:
@@ -134,6 +144,11 @@ def ratios(rows: list[Row]) -> list[str]:
     return lines
 
 
+#: Above this spread of repeated runs ((fastest - slowest) / median), two
+#: contenders' rates are not compared.
+SPREAD_LIMIT = 0.15
+
+
 def summary(rows: list[Row]) -> str:
     """
     What the demo shows, in a few sentences drawn from its figures.
@@ -156,11 +171,20 @@ def summary(rows: list[Row]) -> str:
         )
     minimal = found.get("minimal")
     if minimal is not None and minimal.requestsPerSecond:
-        sentences.append(
-            f"With its timeouts, counting and idle close, shared ran at "
-            f"{100 * shared.requestsPerSecond / minimal.requestsPerSecond:.0f}% of the rate of minimal, the "
-            "simplest correct hand-written client, which has none of them."
-        )
+        spread = max(shared.spread, minimal.spread)
+        ratio = shared.requestsPerSecond / minimal.requestsPerSecond
+        if spread > SPREAD_LIMIT and abs(ratio - 1) < spread:
+            sentences.append(
+                f"Against minimal, the simplest correct hand-written client, no conclusion: the repeated runs "
+                f"of each spread by up to {100 * spread:.0f}% of their median, more than the difference "
+                "measured (the machine is busy; run 'sockshare bench -s shared,minimal --repeat 5')."
+            )
+        else:
+            sentences.append(
+                f"With its timeouts, counting and idle close, shared ran at "
+                f"{100 * ratio:.0f}% of the rate of minimal, the "
+                "simplest correct hand-written client, which has none of them (median of the runs)."
+            )
     return " ".join(sentences)
 
 
@@ -250,11 +274,11 @@ def plot(results: Results, path: str) -> None:
 class ProgressLine:
     """
     A live line on a terminal: requests done, rate and errors of the running
-    measurement, shown once it has run for C{after} seconds.  Silent when the
-    stream is not a terminal.
+    measurement, from its start (or once it has run for C{after} seconds),
+    every C{every} seconds.  Silent when the stream is not a terminal.
     """
 
-    def __init__(self, stream: IO[str], reactor: Any, after: float = 2.0, every: float = 0.5) -> None:
+    def __init__(self, stream: IO[str], reactor: Any, after: float = 0.0, every: float = 0.5) -> None:
         self._stream = stream
         self._reactor = reactor
         self._after = after
@@ -277,16 +301,16 @@ class ProgressLine:
             started = self._reactor.seconds()
             self._call = LoopingCall(self._show, label, load, started)
             self._call.clock = self._reactor
-            self._call.start(self._every, now=False)
+            self._call.start(self._every, now=self._after == 0)
 
     def _show(self, label: str, load: ClosedLoop, started: float) -> None:
         elapsed = self._reactor.seconds() - started
         if elapsed < self._after:
             return
         tally = load.tally
+        rate = f"{tally.succeeded / elapsed:,.0f} req/s" if elapsed > 0 else "starting"
         self._stream.write(
-            f"\r\033[K  {label}: {tally.completed:,} done, {tally.completed / elapsed:,.0f} req/s, "
-            f"{tally.failed} errors, {elapsed:.0f} s"
+            f"\r\033[K  {label}: {tally.completed:,} done, {rate}, {tally.failed} errors, {elapsed:.1f} s"
         )
         self._stream.flush()
         self._shown = True

@@ -14,7 +14,7 @@ import platform
 import random
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from twisted.internet import defer
@@ -79,6 +79,8 @@ class Row:
     p99Ms: float
     connectionsOpened: int
     cpuUsPerRequest: float
+    #: With repeats: (fastest - slowest) / median requests/s of the runs.
+    spread: float = 0.0
 
     @classmethod
     def fromTally(cls, kind: Kind, concurrency: int, payloadSize: int, tally: Tally, opened: int) -> Row:
@@ -293,8 +295,14 @@ async def run(reactor: Any, plan: Plan, progress: Progress | None = None) -> Res
             for kind in kinds:
                 if kind.name in ("shared", "minimal"):
                     results.memory.append(await _memory(reactor, backend, kind, plan))
+        rssEnd = residentBytes()
         results.process.update(
-            rssEnd=residentBytes(), peakRss=peakResidentBytes(), socketsEnd=openSockets(), restarts=backend.restarts
+            rssEnd=rssEnd,
+            # The kernel's high-water mark is counted at its own moments: the
+            # peak reported is never below what was just read.
+            peakRss=max(peakResidentBytes(), rssEnd),
+            socketsEnd=openSockets(),
+            restarts=backend.restarts,
         )
         return results
     finally:
@@ -355,7 +363,11 @@ def _median(rows: list[Row]) -> Row:
     The run with the median requests/s (the slower middle one for an even
     count), so one disturbed run does not move the figures.
     """
-    return sorted(rows, key=lambda row: row.requestsPerSecond)[(len(rows) - 1) // 2]
+    ordered = sorted(rows, key=lambda row: row.requestsPerSecond)
+    median = ordered[(len(rows) - 1) // 2]
+    rate = median.requestsPerSecond
+    spread = (ordered[-1].requestsPerSecond - ordered[0].requestsPerSecond) / rate if rate else 0.0
+    return replace(median, spread=round(spread, 4))
 
 
 async def _measure(

@@ -243,11 +243,7 @@ class ClientOptions(usage.Options):
         self["backends"] = []
 
     def opt_backend(self, endpoint: str) -> None:
-        """
-        The backend (a client endpoint string). Give it more than once for
-        one backend on several endpoints: each request goes to the least busy
-        one that is up. Default: tcp:127.0.0.1:9000.
-        """
+        """The backend (a client endpoint string). Give it more than once for one backend on several endpoints: each request goes to the least busy one that is up. Default: tcp:127.0.0.1:9000."""  # noqa: E501 (usage shows the docstring as written: one line, or gaps)
         self["backends"].append(endpoint)
 
     opt_b = opt_backend
