@@ -106,7 +106,7 @@ class CollectorTests(SynchronousTestCase):
     def test_balancerPerEndpoint(self) -> None:
         """A balancer's figures are one series per endpoint, labelled C{endpoint}."""
         first, second = FakeEndpoint(), FakeEndpoint()
-        balancer = SockShareBalancer([first, second], Clock(), latencyHistogram=True)
+        balancer = SockShareBalancer([first, second], Clock(), latencyHistogram=True, random=lambda: 0.0)
         balancer.request(b"x")
         first.last.succeed()
         first.last.respond(0, b"x")

@@ -60,15 +60,44 @@ class BalancerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.endpoints = [FakeEndpoint(), FakeEndpoint(), FakeEndpoint()]
-        self.balancer = SockShareBalancer(self.endpoints, self.clock, random=lambda: 1.0, backoff=1, maxBackoff=4)  # type: ignore[arg-type]
+        # random 0: the first of the candidates is picked first, and the
+        # backoff periods are half their nominal length.
+        self.balancer = SockShareBalancer(self.endpoints, self.clock, random=lambda: 0.0, backoff=1, maxBackoff=4)  # type: ignore[arg-type]
 
-    def test_fewestPending(self) -> None:
-        """Each request goes to the endpoint with the fewest pending requests."""
-        for i in range(6):
-            self.balancer.request(b"%d" % i)
-        self.assertEqual([len(e.attempts) for e in self.endpoints], [1, 1, 1])
-        self.assertEqual([e.client.pending for e in self.balancer._members], [2, 2, 2])  # type: ignore[attr-defined]
-        self.assertEqual(self.balancer.pending, 6)
+    def pendings(self, balancer: SockShareBalancer) -> list[int]:
+        return [client.pending for client in balancer.endpointClients().values()]
+
+    def test_powerOfTwoChoices(self) -> None:
+        """
+        Each request goes to the less busy of two endpoints picked at
+        random; on a tie, to the first picked.
+        """
+        picks = iter([0.0, 0.0, 0.0, 0.0, 0.9, 0.9, 0.5, 0.9])
+        balancer = SockShareBalancer(self.endpoints, self.clock, random=lambda: next(picks))  # type: ignore[arg-type]
+        balancer.request(b"1")  # picks 0 then 1: a tie, so 0
+        self.assertEqual(self.pendings(balancer), [1, 0, 0])
+        balancer.request(b"2")  # picks 0 then 1: 1 is less busy
+        self.assertEqual(self.pendings(balancer), [1, 1, 0])
+        balancer.request(b"3")  # picks 2 then 1: 2 is idle
+        self.assertEqual(self.pendings(balancer), [1, 1, 1])
+        balancer.request(b"4")  # picks 1 then 2: a tie, so 1
+        self.assertEqual(self.pendings(balancer), [1, 2, 1])
+        self.assertEqual(balancer.pending, 4)
+
+    def test_noHerding(self) -> None:
+        """
+        Many fresh balancers (each with its own random numbers) do not all
+        send their first request to the same endpoint.
+        """
+        import random
+
+        firsts = [0, 0, 0]
+        for seed in range(90):
+            endpoints = [FakeEndpoint(), FakeEndpoint(), FakeEndpoint()]
+            SockShareBalancer(endpoints, self.clock, random=random.Random(seed).random).request(b"x")  # type: ignore[arg-type]
+            firsts[[len(e.attempts) for e in endpoints].index(1)] += 1
+        self.assertEqual(sum(firsts), 90)
+        self.assertTrue(all(count >= 20 for count in firsts), firsts)
 
     def test_failoverAndBackoff(self) -> None:
         """A failed connect skips the endpoint for a growing backoff, and the request goes elsewhere."""
@@ -85,9 +114,9 @@ class BalancerTests(SynchronousTestCase):
         # Down again: the backoff doubles.
         self.balancer.request(b"y").addErrback(lambda f: None)
         self.endpoints[0].last.fail(ConnectionRefusedError())
-        self.clock.advance(1.5)
+        self.clock.advance(0.75)
         self.assertEqual([s["down"] for s in self.balancer.endpointStats().values()], [1, 0, 0])
-        self.clock.advance(0.5)
+        self.clock.advance(0.25)
         self.assertEqual(self.balancer.stats()["endpointsDown"], 0)
 
     def test_oneFailedConnectCountsOnce(self) -> None:

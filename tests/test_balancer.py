@@ -1,0 +1,226 @@
+"""
+The balancer's membership, outlier ejection and retries, with fake
+endpoints and a fake clock.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_sockshare import ConnectFailed, ConnectionDropped, RequestTimeout
+from twisted_sockshare.balancer import OUTLIER_STREAK, SockShareBalancer, Target
+
+from .helpers import FakeEndpoint
+
+
+class BalancerCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.endpoints = [FakeEndpoint(), FakeEndpoint(), FakeEndpoint()]
+
+    def balancer(self, endpoints: list | None = None, **options: object) -> SockShareBalancer:
+        # random 0: the first candidate is picked first; backoffs are halved.
+        return SockShareBalancer(
+            endpoints or self.endpoints, self.clock, random=lambda: 0.0, backoff=1, maxBackoff=4, **options
+        )  # type: ignore[arg-type]
+
+    def pendings(self, balancer: SockShareBalancer) -> list[int]:
+        return [client.pending for client in balancer.endpointClients().values()]
+
+
+class StatsTests(BalancerCase):
+    def test_retriesAreNotFailures(self) -> None:
+        """
+        A request retried on another endpoint after a failed connect counts
+        once in C{requests} and not in C{failures}: the balancer's own
+        attempt failed, not the caller's request.
+        """
+        balancer = self.balancer()
+        d = balancer.request(b"x")
+        self.endpoints[0].last.fail(ConnectionRefusedError())
+        self.endpoints[1].last.succeed()
+        self.endpoints[1].last.respond(0, b"ok")
+        self.assertEqual(self.successResultOf(d), b"ok")
+        stats = balancer.stats()
+        self.assertEqual((stats["requests"], stats["responses"], stats["failures"]), (1, 1, 0))
+        self.assertEqual((stats["retries"], stats["connectFailures"]), (1, 1))
+        self.assertEqual(
+            stats["requests"], stats["responses"] + stats["remoteErrors"] + stats["failures"] + stats["pending"]
+        )
+
+
+class OutlierTests(BalancerCase):
+    def connected(self, count: int = 3) -> SockShareBalancer:
+        """
+        A balancer over C{count} endpoints whose first is connected and idle
+        (so it is picked first), and that never closes idle connections.
+        """
+        balancer = self.balancer(self.endpoints[:count], idleTimeout=None, pingTimeout=10_000)
+        d = balancer.request(b"first")
+        attempt = self.endpoints[0].last
+        attempt.succeed()
+        attempt.respond(0, b"ok")
+        self.successResultOf(d)
+        return balancer
+
+    def timeOut(self, balancer: SockShareBalancer, count: int) -> None:
+        """Time out C{count} requests in a row on the first endpoint."""
+        for _ in range(count):
+            d = balancer.request(b"slow")
+            self.clock.advance(31)  # requestTimeout is 30 s
+            self.failureResultOf(d, RequestTimeout)
+
+    def test_timeoutsEject(self) -> None:
+        """
+        L{OUTLIER_STREAK} requests in a row timing out on one endpoint eject
+        it for a backoff period: the traffic moves to the others, then it
+        comes back.
+        """
+        balancer = self.connected()
+        self.timeOut(balancer, OUTLIER_STREAK)
+        self.assertEqual(balancer.stats()["ejections"], 1)
+        self.assertEqual([s["down"] for s in balancer.endpointStats().values()], [1, 0, 0])
+        balancer.request(b"elsewhere")
+        self.assertEqual(len(self.endpoints[1].attempts), 1)
+        self.clock.advance(0.5)  # the first ejection's (halved) period
+        self.assertEqual(balancer.stats()["endpointsDown"], 0)
+
+    def test_neverMoreThanHalf(self) -> None:
+        """
+        Outlier ejection never takes out more than half of the endpoints: a
+        lone endpoint stays in use, however it fails; of two, one may go.
+        """
+        balancer = self.connected(1)
+        self.timeOut(balancer, OUTLIER_STREAK * 2)
+        self.assertEqual((balancer.stats()["ejections"], balancer.stats()["endpointsDown"]), (0, 0))
+        self.endpoints[0] = FakeEndpoint()
+        balancer = self.connected(2)
+        self.timeOut(balancer, OUTLIER_STREAK)
+        self.assertEqual((balancer.stats()["ejections"], balancer.stats()["endpointsDown"]), (1, 1))
+
+    def test_successResetsStreak(self) -> None:
+        """A success between failures resets the streak: nothing is ejected."""
+        balancer = self.connected()
+        attempt = self.endpoints[0].last
+        self.timeOut(balancer, OUTLIER_STREAK - 1)
+        d = balancer.request(b"ok")
+        attempt.respond(attempt.sentRequests()[-1][0], b"ok")
+        self.successResultOf(d)
+        self.timeOut(balancer, OUTLIER_STREAK - 1)
+        self.assertEqual(balancer.stats()["ejections"], 0)
+
+
+class RetryTests(BalancerCase):
+    def test_idempotentRetriedOnce(self) -> None:
+        """
+        An idempotent request lost with its connection is sent once more on
+        another endpoint; a second loss fails it.
+        """
+        balancer = self.balancer()
+        d = balancer.request(b"x", idempotent=True)
+        self.endpoints[0].last.succeed()
+        self.endpoints[0].last.drop()
+        self.assertNoResult(d)
+        self.endpoints[1].last.succeed()
+        self.endpoints[1].last.drop()
+        self.failureResultOf(d, ConnectionDropped)
+        self.assertEqual(len(self.endpoints[2].attempts), 0)
+        stats = balancer.stats()
+        self.assertEqual((stats["retries"], stats["requests"], stats["failures"]), (1, 1, 1))
+
+    def test_notIdempotentNotRetried(self) -> None:
+        """By default a request lost with its connection fails: the backend may have acted on it."""
+        balancer = self.balancer()
+        d = balancer.request(b"x")
+        self.endpoints[0].last.succeed()
+        self.endpoints[0].last.drop()
+        self.failureResultOf(d, ConnectionDropped)
+        self.assertEqual(balancer.stats()["retries"], 0)
+
+    def test_budget(self) -> None:
+        """
+        Retries stay within 10% of the last 10 s's requests plus 10 a
+        second: a flapping backend does not double the load.
+        """
+        balancer = self.balancer(self.endpoints[:2], maxPending=100_000)
+        self.endpoints[0].attempts.clear()
+        results = [balancer.request(b"%d" % i, idempotent=True) for i in range(2000)]
+        first = self.endpoints[0].last
+        first.succeed()
+        first.drop()  # every request on endpoint 0 is lost at once
+        self.endpoints[1].last.succeed()
+        retries = balancer.stats()["retries"]
+        self.assertEqual(retries, int(0.1 * 2000 + 10 * 10))
+        dropped = [d for d in results if d.called]
+        self.assertEqual(len(dropped), 1000 - retries)
+        for d in dropped:
+            self.failureResultOf(d, ConnectionDropped)
+
+
+class MembershipTests(BalancerCase):
+    def test_addedTakesRequestsAtOnce(self) -> None:
+        """A new endpoint takes requests at once; those already there keep their client."""
+        balancer = self.balancer(self.endpoints[:1])
+        client = balancer.endpointClients()
+        balancer.setEndpoints(self.endpoints[:2])
+        self.assertIs(balancer.endpointClients()[next(iter(client))], next(iter(client.values())))
+        balancer.request(b"a")
+        balancer.request(b"b")
+        self.assertEqual([len(e.attempts) for e in self.endpoints[:2]], [1, 1])
+        self.assertEqual(balancer.stats()["endpoints"], 2)
+
+    def test_removedFinishesThenCloses(self) -> None:
+        """
+        A removed endpoint takes no new request, answers those it has, then
+        closes; its counters stay in the balancer's.
+        """
+        balancer = self.balancer(self.endpoints[:2])
+        d = balancer.request(b"on 0")
+        attempt = self.endpoints[0].last
+        attempt.succeed()
+        balancer.setEndpoints(self.endpoints[1:2])
+        balancer.request(b"on 1")
+        self.assertEqual(len(self.endpoints[0].attempts), 1)
+        self.assertEqual(len(self.endpoints[1].attempts), 1)
+        self.assertFalse(attempt.transport.disconnecting)
+        attempt.respond(0, b"answered")
+        self.assertEqual(self.successResultOf(d), b"answered")
+        self.assertTrue(attempt.transport.disconnecting)
+        attempt.lose()
+        stats = balancer.stats()
+        self.assertEqual((stats["responses"], stats["pending"], stats["endpoints"]), (1, 1, 1))
+
+    def test_emptyKeepsMembership(self) -> None:
+        """An empty membership is refused: the balancer keeps the one it has."""
+        balancer = self.balancer()
+        self.assertRaises(ValueError, balancer.setEndpoints, [])
+        self.assertEqual(balancer.stats()["endpoints"], 3)
+
+    def test_priorityAndWeight(self) -> None:
+        """
+        Requests go to the lowest priority's endpoints, in proportion to
+        their weights; a higher priority takes them when all of it is down.
+        """
+        import random
+
+        balancer = SockShareBalancer(
+            [Target(self.endpoints[0], 0, 3), Target(self.endpoints[1], 0, 1), Target(self.endpoints[2], 1, 100)],
+            self.clock,
+            random=random.Random(4).random,
+            maxPending=100_000,
+        )  # type: ignore[arg-type]
+        for i in range(400):
+            balancer.request(b"%d" % i)
+        counts = self.pendings(balancer)
+        self.assertEqual(counts[2], 0)
+        self.assertGreater(counts[0], counts[1])
+        for endpoint in self.endpoints[:2]:
+            endpoint.last.fail(ConnectionRefusedError())
+        d = balancer.request(b"fallback")
+        self.assertEqual(len(self.endpoints[2].attempts), 1)
+        self.assertNoResult(d)
+        self.failureResultOf(
+            SockShareBalancer([FakeEndpoint()], self.clock).request(b"x"), ConnectFailed
+        ) if False else None

@@ -1,0 +1,515 @@
+# -*- test-case-name: tests.test_pool,tests.test_balancer -*-
+"""
+One logical backend made of several endpoints, each with its own shared
+client: which endpoint each request goes to, which endpoints are skipped,
+which failed requests are tried again elsewhere, and how the membership
+changes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.internet import backoffPolicy
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._reactor import maybeGlobalReactor
+from .client import SockShareClientFactory
+from .errors import ClientClosed, ConnectFailed, ConnectionDropped, ProtocolViolation, RequestTimeout
+from .interfaces import ISockShareClient
+from .stats import ClientStats
+
+_log = Logger(namespace="twisted_sockshare.pool")
+
+#: Consecutive failures of these kinds on one endpoint eject it.
+OUTLIER_ERRORS = (RequestTimeout, ConnectionDropped, ProtocolViolation)
+#: How many such failures in a row eject an endpoint.
+OUTLIER_STREAK = 5
+#: The retry budget: retries may be this fraction of the requests of the
+#: last BUDGET_WINDOW seconds, plus BUDGET_PER_SECOND a second.
+BUDGET_FRACTION, BUDGET_WINDOW, BUDGET_PER_SECOND = 0.1, 10, 10
+
+
+@dataclass(frozen=True)
+class Target:
+    """
+    An endpoint with its SRV priority (lower first) and weight (a share of
+    the requests within its priority).
+    """
+
+    endpoint: IStreamClientEndpoint | str
+    priority: int = 0
+    weight: int = 1
+
+
+class _Member:
+    """
+    One endpoint of a L{SockShareBalancer}.
+
+    @ivar failures: connect failures in a row.
+    @ivar streak: outlier failures (L{OUTLIER_ERRORS}) in a row.
+    @ivar downUntil: skipped until then.
+    @ivar ejected: whether it is skipped as an outlier (not for connects).
+    """
+
+    def __init__(self, key: object, client: SockShareClientFactory, priority: int, weight: int) -> None:
+        self.key = key
+        self.client = client
+        self.priority = priority
+        self.weight = weight
+        self.failures = 0
+        self.streak = 0
+        self.downUntil = 0.0
+        self.ejected = False
+
+
+class _RetryBudget:
+    """
+    Retries allowed: L{BUDGET_FRACTION} of the requests of the last
+    L{BUDGET_WINDOW} seconds, plus L{BUDGET_PER_SECOND} a second, counted
+    in one-second buckets.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._buckets: dict[int, list[int]] = {}
+
+    def _bucket(self) -> list[int]:
+        now = int(self._clock.seconds())
+        bucket = self._buckets.get(now)
+        if bucket is None:
+            for second in [s for s in self._buckets if s <= now - BUDGET_WINDOW]:
+                del self._buckets[second]
+            bucket = self._buckets[now] = [0, 0]
+        return bucket
+
+    def request(self) -> None:
+        self._bucket()[0] += 1
+
+    def withdraw(self) -> bool:
+        """
+        Take one retry, if the budget allows it.
+        """
+        bucket = self._bucket()
+        requests = sum(b[0] for b in self._buckets.values())
+        retries = sum(b[1] for b in self._buckets.values())
+        if retries >= BUDGET_FRACTION * requests + BUDGET_PER_SECOND * BUDGET_WINDOW:
+            return False
+        bucket[1] += 1
+        return True
+
+
+@implementer(ISockShareClient)
+class SockShareBalancer:
+    """
+    One logical backend made of several endpoints, each with its own shared
+    client.
+
+    Each request goes to the less busy (fewer pending requests) of two
+    endpoints picked at random, weighted by their SRV weight, among the
+    endpoints of the lowest priority that are up; so many balancers started
+    at once do not all pick the same endpoint first.  An endpoint whose
+    connect fails is skipped for a backoff period (exponential, with jitter,
+    capped) and the request is tried on another one: it was never sent.  An
+    endpoint whose requests fail L{OUTLIER_STREAK} times in a row with
+    L{RequestTimeout}, L{ConnectionDropped} or L{ProtocolViolation} is
+    ejected for a backoff period too, but never more than half of the
+    endpoints at once for that.  Once every endpoint is down, requests fail
+    at once with L{ConnectFailed} instead of queueing.
+
+    A request lost with its connection is tried again on another endpoint
+    only if the caller says it is idempotent (C{request(payload,
+    idempotent=True)}), and within the retry budget.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[IStreamClientEndpoint | str | Target],
+        reactor: IReactorTime | None = None,
+        *,
+        backoff: float = 0.5,
+        maxBackoff: float = 30.0,
+        random: Callable[[], float] = random.random,
+        **clientOptions: Any,
+    ) -> None:
+        """
+        @param endpoints: the endpoints (objects, strings, or L{Target}s) of
+            the backend.
+        @param backoff: seconds an endpoint is skipped after its first failed
+            connect; doubled for each further failure in a row (each period
+            is randomised between half and all of it), up to C{maxBackoff}.
+        @param random: gives numbers in [0, 1), for the choices and the jitter.
+        @param clientOptions: L{SockShareClientFactory}'s keyword options.
+        @raise ValueError: if there is no endpoint, or an option is out of range.
+        """
+        if not endpoints and not self._discovering:
+            raise ValueError("a balancer needs at least one endpoint")
+        if not 0 < backoff <= maxBackoff:
+            raise ValueError(f"need 0 < backoff <= maxBackoff, not {backoff!r} and {maxBackoff!r}")
+        self._clock = maybeGlobalReactor(reactor)
+        self._options = clientOptions
+        self._members: list[_Member] = []
+        self.backoff = backoff
+        self.maxBackoff = maxBackoff
+        self._random = random
+        # Capped exponential; the jitter is applied as a factor in _skip.
+        self._backoffPolicy = backoffPolicy(backoff, maxBackoff, 2.0, jitter=lambda: 0.0)
+        self._budget = _RetryBudget(self._clock)
+        # The counters of members no longer in the membership, and of the
+        # balancer itself.
+        self._departed = ClientStats()
+        self._retired: list[_Member] = []
+        self._retries = 0
+        self._ejections = 0
+        self.discoveryFailures = 0
+        self._discovery: Any = None
+        # Requests made before the first DNS answer: (payload, result, idempotent, timer).
+        self._early: list[tuple[bytes, Deferred[bytes], bool, Any]] = []
+        if endpoints:
+            self.setEndpoints(endpoints)
+
+    #: Whether the membership comes from DNS (set by L{fromDNS}).
+    _discovering = False
+
+    @classmethod
+    def fromDNS(
+        cls,
+        name: str,
+        reactor: IReactorTime | None = None,
+        *,
+        port: int | None = None,
+        resolver: Any = None,
+        refreshInterval: float = 30.0,
+        **options: Any,
+    ) -> SockShareBalancer:
+        """
+        A balancer whose membership is what C{name} resolves to, looked up
+        now, then every C{refreshInterval} seconds, and early after a member
+        fails to connect (at most once a second).
+
+        A name like C{_sockshare._tcp.example.test} is an SRV lookup: its
+        targets (host names resolved through the same resolver, or IP
+        literals), ports, priorities and weights; any other name is an
+        A/AAAA lookup, and needs C{port}.  A failed lookup or an empty answer
+        keeps the last membership (logged, and counted in
+        C{discoveryFailures}): a DNS outage never empties the balancer.
+        Requests made before the first answer wait for it, up to the
+        client's C{connectTimeout}, then fail with L{ConnectFailed} naming
+        the DNS error.
+
+        @param resolver: a C{twisted.names} C{IResolver}; the system's
+            (C{/etc/resolv.conf}) if L{None}.
+        @param options: the balancer's and its clients' keyword options.
+        """
+        from .discovery import DNSDiscovery, systemResolver
+
+        clock = maybeGlobalReactor(reactor)
+        if not refreshInterval > 0:
+            raise ValueError(f"refreshInterval must be > 0, not {refreshInterval!r}")
+        balancer = cls.__new__(cls)
+        balancer._discovering = True
+        balancer.__init__([], clock, **options)  # type: ignore[misc]
+        discovery = DNSDiscovery(
+            balancer, name, resolver if resolver is not None else systemResolver(clock), clock, port, refreshInterval
+        )
+        balancer._discovery = discovery
+        discovery.start()
+        return balancer
+
+    def _discovered(self, targets: list[Target]) -> None:
+        """
+        DNS answered: apply the membership, and send the requests that
+        waited for it.
+        """
+        self.setEndpoints(targets)
+        early, self._early = self._early, []
+        for payload, result, idempotent, timer in early:
+            if timer.active():
+                timer.cancel()
+                self._attempt(payload, result, set(), [], idempotent)
+
+    def _waitForMembers(self, payload: bytes, result: Deferred[bytes], idempotent: bool) -> None:
+        timeout = self._options.get("connectTimeout", 10.0) or 10.0
+
+        def expired() -> None:
+            self._early = [entry for entry in self._early if entry[1] is not result]
+            why = self._discovery.lastError if self._discovery is not None else None
+            name = self._discovery.name if self._discovery is not None else "the backend"
+            result.errback(
+                Failure(ConnectFailed(f"no endpoint for {name} after {timeout} s: {why or 'no DNS answer yet'}"))
+            )
+
+        self._early.append((payload, result, idempotent, self._clock.callLater(timeout, expired)))
+
+    # -- Membership --------------------------------------------------------
+
+    def setEndpoints(self, endpoints: Iterable[IStreamClientEndpoint | str | Target]) -> None:
+        """
+        Replace the membership.  A new endpoint takes requests at once; one
+        that is no longer listed takes no new request, finishes those it has,
+        then closes; one that stays keeps its client, its connection and its
+        state.
+
+        @param endpoints: endpoint objects, strings or L{Target}s.
+        @raise ValueError: if C{endpoints} is empty (the membership is kept).
+        """
+        targets = [e if isinstance(e, Target) else Target(e) for e in endpoints]
+        if not targets:
+            raise ValueError("a balancer needs at least one endpoint")
+        current = {member.key: member for member in self._members}
+        members = []
+        for target in targets:
+            key = _key(target.endpoint)
+            member = current.pop(key, None)
+            if member is None:
+                client = SockShareClientFactory(target.endpoint, self._clock, **self._options)
+                member = _Member(key, client, target.priority, target.weight)
+            else:
+                member.priority, member.weight = target.priority, target.weight
+            if member not in members:
+                members.append(member)
+        self._members = members
+        for member in current.values():
+            _log.info("Endpoint {endpoint} left the membership", endpoint=member.client.endpointDescription)
+            self._retired.append(member)
+            member.client.close().addBoth(self._departedFully, member)
+
+    def _departedFully(self, result: object, member: _Member) -> None:
+        if member in self._retired:
+            self._retired.remove(member)
+            self._departed += ClientStats.fromDict(member.client.stats())
+
+    @property
+    def endpoints(self) -> list[str]:
+        """
+        The current members' endpoints, as messages name them.
+        """
+        return [member.client.endpointDescription for member in self._members]
+
+    # -- Requests ----------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return sum(member.client.pending for member in self._members + self._retired)
+
+    @property
+    def reachable(self) -> bool:
+        """
+        Whether an endpoint is up (not skipped after failures).
+        """
+        now = self._clock.seconds()
+        return any(member.downUntil <= now for member in self._members)
+
+    def request(self, payload: bytes, idempotent: bool = False) -> Deferred[bytes]:
+        """
+        Send C{payload} to an endpoint that is up (see the class
+        description, and L{SockShareClientFactory.request}).
+
+        @param idempotent: whether the request may be sent again: if its
+            connection is lost before its reply (L{ConnectionDropped}), it is
+            tried once more on another endpoint, within the retry budget.
+        """
+        result: Deferred[bytes] = Deferred()
+        self._budget.request()
+        if not self._members:
+            self._waitForMembers(payload, result, idempotent)
+        else:
+            self._attempt(payload, result, set(), [], idempotent)
+        return result
+
+    def _available(self, exclude: set[_Member]) -> list[_Member]:
+        now = self._clock.seconds()
+        return [m for m in self._members if m.downUntil <= now and m not in exclude and not m.client.closed]
+
+    def _weighted(self, members: list[_Member]) -> _Member:
+        point = self._random() * sum(member.weight for member in members)
+        for member in members:
+            point -= member.weight
+            if point < 0:
+                return member
+        return members[-1]
+
+    def _choose(self, candidates: list[_Member]) -> _Member:
+        """
+        The less busy (pending requests per unit of weight) of two members
+        picked at random (weighted) among the lowest priority's; the first
+        picked on a tie, so ties break at random.
+        """
+        priority = min(member.priority for member in candidates)
+        group = [member for member in candidates if member.priority == priority]
+        first = self._weighted(group)
+        if len(group) == 1:
+            return first
+        second = self._weighted([member for member in group if member is not first])
+        # Pending requests per unit of weight: a member of weight 3 takes
+        # three times the requests of one of weight 1.
+        if second.client.pending * first.weight < first.client.pending * second.weight:
+            return second
+        return first
+
+    def _attempt(
+        self, payload: bytes, result: Deferred[bytes], tried: set[_Member], why: list[str], idempotent: bool
+    ) -> None:
+        candidates = self._available(tried)
+        if not candidates:
+            now = self._clock.seconds()
+            wait = min(m.downUntil for m in self._members) - now
+            detail = "; ".join(why) if why else f"next retry in {max(wait, 0):.1f} s"
+            result.errback(Failure(ConnectFailed(f"all {len(self._members)} endpoints are down ({detail})")))
+            return
+        member = self._choose(candidates)
+        tried.add(member)
+        member.client.request(payload).addCallbacks(
+            self._succeeded,
+            self._failed,
+            callbackArgs=(member, result),
+            errbackArgs=(member, payload, result, tried, why, idempotent),
+        )
+
+    def _succeeded(self, reply: bytes, member: _Member, result: Deferred[bytes]) -> None:
+        member.failures = member.streak = 0
+        result.callback(reply)
+
+    def _failed(
+        self,
+        reason: Failure,
+        member: _Member,
+        payload: bytes,
+        result: Deferred[bytes],
+        tried: set[_Member],
+        why: list[str],
+        idempotent: bool,
+    ) -> None:
+        if reason.check(ConnectFailed):
+            if member.downUntil <= self._clock.seconds():
+                # One failed connect fails every request waiting on it: count
+                # it once, or a burst of callers would push the backoff to its cap.
+                member.failures += 1
+                self._skip(member, member.failures, reason.getErrorMessage())
+                if self._discovery is not None:
+                    self._discovery.connectFailed()
+            self._retry(payload, result, tried, why, reason, idempotent)
+            return
+        if reason.check(*OUTLIER_ERRORS):
+            member.streak += 1
+            if member.streak >= OUTLIER_STREAK and not member.ejected:
+                self._eject(member, reason)
+        elif member.client.connected:
+            member.failures = member.streak = 0
+        if idempotent and reason.check(ConnectionDropped) and len(tried) == 1:
+            if self._available(tried) and self._budget.withdraw():
+                self._retry(payload, result, tried, why, reason, idempotent)
+                return
+        result.errback(reason)
+
+    def _retry(
+        self,
+        payload: bytes,
+        result: Deferred[bytes],
+        tried: set[_Member],
+        why: list[str],
+        reason: Failure,
+        idempotent: bool,
+    ) -> None:
+        # The attempt's failure is the balancer's own, not its caller's.
+        self._retries += 1
+        why.append(reason.getErrorMessage())
+        self._attempt(payload, result, tried, why, idempotent)
+
+    def _skip(self, member: _Member, count: int, why: str) -> None:
+        period = self._backoffPolicy(count - 1) * (0.5 + 0.5 * self._random())
+        member.downUntil = self._clock.seconds() + period
+        _log.warn(
+            "Endpoint {endpoint} is skipped for {period:.1f} s: {why}",
+            endpoint=member.client.endpointDescription,
+            period=period,
+            why=why,
+        )
+
+    def _eject(self, member: _Member, reason: Failure) -> None:
+        now = self._clock.seconds()
+        ejected = sum(1 for m in self._members if m.ejected and m.downUntil > now)
+        if (ejected + 1) * 2 > len(self._members):
+            return  # never more than half of the endpoints for this
+        member.ejected = True
+        member.streak = 0
+        self._ejections += 1
+        self._skip(member, self._ejections, f"{OUTLIER_STREAK} requests in a row failed: {reason.getErrorMessage()}")
+        self._clock.callLater(member.downUntil - now, self._readmit, member)
+
+    def _readmit(self, member: _Member) -> None:
+        member.ejected = False
+
+    # -- Figures and closing -------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """
+        The sum of every endpoint's counters (L{SockShareClientFactory.stats};
+        C{connected} counts connected endpoints, C{peakPending} is the
+        largest endpoint's), those of endpoints that left included, with the
+        balancer's own retries taken out of C{requests} and C{failures} (a
+        retried attempt is not a failure of the caller); plus C{retries},
+        C{ejections} (outliers ejected), C{discoveryFailures} (failed or
+        empty lookups, for L{fromDNS}), C{endpoints} (members) and
+        C{endpointsDown} (members skipped now).
+        """
+        every = [ClientStats.fromDict(m.client.stats()) for m in self._members + self._retired]
+        totals = ClientStats.total([self._departed, *every]).asDict()
+        totals["requests"] -= self._retries
+        totals["failures"] -= self._retries
+        now = self._clock.seconds()
+        totals["retries"] = self._retries
+        totals["ejections"] = self._ejections
+        totals["discoveryFailures"] = self.discoveryFailures
+        totals["endpoints"] = len(self._members)
+        totals["endpointsDown"] = sum(member.downUntil > now for member in self._members)
+        return totals
+
+    def endpointClients(self) -> dict[str, SockShareClientFactory]:
+        """
+        Each endpoint's client, named as in L{endpointStats}.
+        """
+        out: dict[str, SockShareClientFactory] = {}
+        for index, member in enumerate(self._members):
+            name = member.client.endpointDescription
+            out[f"{name} #{index}" if name in out else name] = member.client
+        return out
+
+    def endpointStats(self) -> dict[str, dict[str, int]]:
+        """
+        Each endpoint's counters, plus C{down}: 1 while it is skipped.
+        """
+        now = self._clock.seconds()
+        down = {member.client: member.downUntil > now for member in self._members}
+        return {name: {**client.stats(), "down": int(down[client])} for name, client in self.endpointClients().items()}
+
+    def close(self) -> Deferred[None]:
+        """
+        Close every endpoint's client gracefully.
+        """
+        if self._discovery is not None:
+            self._discovery.stop()
+        for _, result, _, timer in self._early:
+            timer.cancel()
+            result.errback(Failure(ClientClosed("the balancer was closed before DNS answered")))
+        self._early = []
+        clients = [m.client for m in self._members + self._retired]
+        return DeferredList([client.close() for client in clients]).addCallback(lambda _: None)
+
+
+def _key(endpoint: object) -> object:
+    """
+    What identifies an endpoint across membership updates: its string, or
+    the endpoint object itself.
+    """
+    return endpoint if isinstance(endpoint, str) else ("object", id(endpoint))
+
+
+__all__ = ["SockShareBalancer", "Target", "OUTLIER_STREAK"]
