@@ -117,6 +117,10 @@ class CollectorTests(SynchronousTestCase):
         counts = {labels["endpoint"]: v for labels, v in samples["sockshare_request_duration_seconds_count"]}
         self.assertEqual(counts, requests)
         self.assertEqual({labels["endpoint"] for labels, _ in samples["sockshare_down"]}, set(requests))
+        # The balancer's own figures have no endpoint label.
+        self.assertEqual(samples["sockshare_endpoints"], [({}, 2.0)])
+        self.assertEqual(samples["sockshare_retries_total"], [({}, 0.0)])
+        self.assertEqual(samples["sockshare_discovery_failures_total"], [({}, 0.0)])
 
 
 class GatewayMetricsTests(TestCase):

@@ -149,6 +149,42 @@ class OptionsTests(SynchronousTestCase):
             },
         )
 
+    def test_backendDNS(self) -> None:
+        """
+        --backend-dns makes the gateway's client a balancer fed by DNS: an
+        SRV name alone, an A/AAAA name with --backend-port, from
+        --dns-server HOST:PORT, refreshed every --dns-refresh seconds.
+        """
+        from twisted_sockshare.demo.tap import makeClientService
+
+        options = ClientOptions()
+        options.parseOptions(
+            ["--listen=tcp:0", "--backend-dns=_sockshare._tcp.example.test", "--dns-server=127.0.0.1:5353",
+             "--dns-refresh=5"]
+        )  # fmt: skip
+        self.assertEqual((options["dns-server"], options["dns-refresh"]), (("127.0.0.1", 5353), 5.0))
+        self.assertEqual(options["backend"], "_sockshare._tcp.example.test")
+        service = makeClientService(options)
+        gateway = [s for s in service if hasattr(s, "_client")][0]  # type: ignore[attr-defined]
+        balancer = gateway._client
+        self.assertEqual(balancer._discovery.refreshInterval, 5.0)
+        self.assertEqual(balancer._discovery.name, "_sockshare._tcp.example.test")
+        balancer.close()
+        options = ClientOptions()
+        options.parseOptions(["--backend-dns=backends.example.test", "--backend-port=9000"])
+        self.assertEqual(options["backend-port"], 9000)
+        for argv, text in [
+            (["--backend-dns=backends.example.test"], "is an A/AAAA name: give --backend-port"),
+            (["--backend-dns=_s._tcp.x", "--backend=tcp:127.0.0.1:1"], "give --backend or --backend-dns, not both"),
+            (["--backend-port=9000"], "--backend-port needs --backend-dns"),
+            (["--dns-server=127.0.0.1:53"], "--dns-server needs --backend-dns"),
+            (["--backend-dns=_s._tcp.x", "--dns-server=nowhere"], "--dns-server takes HOST:PORT, not 'nowhere'"),
+            (["--backend-dns=_s._tcp.x", "--dns-refresh=0"], "--dns-refresh must be > 0"),
+            (["--backend-dns=_s._tcp.x", "--strategy=per-request"], "--backend-dns needs --strategy shared"),
+        ]:
+            e = self.assertRaises(usage.UsageError, ClientOptions().parseOptions, argv)
+            self.assertIn(text, str(e))
+
     def test_clientValues(self) -> None:
         """Every option reaches the client."""
         options = ClientOptions()

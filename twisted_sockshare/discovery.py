@@ -201,7 +201,9 @@ def systemResolver(reactor: Any, server: tuple[str, int] | None = None) -> Any:
     from twisted.names import client
 
     if server is not None:
-        return client.Resolver(servers=[server], reactor=reactor)
+        # Give up on a query after 1 + 3 seconds: a DNS outage then shows as
+        # a counted discovery failure, not a lookup that hangs for a minute.
+        return client.Resolver(servers=[server], reactor=reactor, timeout=(1, 3))
     return client.createResolver()
 
 

@@ -26,7 +26,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 #: The counters that are gauges: they go down as well as up.
-GAUGES = frozenset({"pending", "peakPending", "connected", "endpointsDown", "down"})
+GAUGES = frozenset({"pending", "peakPending", "connected", "endpointsDown", "down", "endpoints"})
+#: A balancer's figures that are its own, not the sum of its endpoints'.
+OWN = frozenset({"retries", "ejections", "discoveryFailures", "endpoints", "endpointsDown"})
 
 
 def _snake(name: str) -> str:
@@ -98,6 +100,15 @@ class SockShareCollector(Collector):
         yield from families.values()
         if histogram is not None:
             yield histogram
+        if rows and rows[0][0] is not None:
+            # The balancer's own figures, which no endpoint has.
+            own = [key for key in sorted(self._labels)]
+            values = [self._labels[key] for key in own]
+            for key, value in self._source.stats().items():
+                if key in OWN:
+                    family = self._family(key, own)
+                    family.add_metric(values, value)
+                    yield family
 
     def _family(self, key: str, labels: list[str]) -> CounterMetricFamily | GaugeMetricFamily:
         name = f"{self._prefix}_{_snake(key)}"

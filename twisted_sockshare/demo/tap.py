@@ -228,6 +228,22 @@ class ClientOptions(usage.Options):
             number(float, "drain-timeout", 0),
         ],
         ["port-file", None, None, "Write the HTTP port's number to this file."],
+        [
+            "backend-dns",
+            None,
+            None,
+            "Find the backend's endpoints in DNS: an SRV name (_service._tcp.domain), or an A/AAAA name with "
+            "--backend-port; not with --backend.",
+        ],
+        ["backend-port", None, None, "The port of an A/AAAA --backend-dns name.", number(int, "backend-port", 1)],
+        ["dns-server", None, None, "Ask this DNS server (HOST:PORT) instead of the system's resolver."],
+        [
+            "dns-refresh",
+            None,
+            30.0,
+            "Seconds between two lookups of --backend-dns.",
+            number(float, "dns-refresh", 0, False),
+        ],
     ]
     optFlags = [
         ["reset-on-timeout", None, "Reset the backend connection when a request times out (the others on it fail)."],
@@ -251,9 +267,10 @@ class ClientOptions(usage.Options):
     def postOptions(self) -> None:
         from twisted.internet import reactor
 
+        self._checkDNS()
         if not self["backends"]:
             self["backends"] = ["tcp:127.0.0.1:9000"]
-        self["backend"] = ",".join(self["backends"])
+        self["backend"] = self["backend-dns"] or ",".join(self["backends"])
         if len(self["backends"]) > 1 and self["strategy"] != "shared":
             raise usage.UsageError("--backend may be given more than once only with --strategy shared")
         if self["strategy"] not in STRATEGIES:
@@ -269,6 +286,28 @@ class ClientOptions(usage.Options):
                 clientFromString(reactor, backend)
             except (ValueError, TypeError, KeyError) as e:
                 raise usage.UsageError(f"--backend {backend!r} is not a valid endpoint: {e}") from e
+
+    def _checkDNS(self) -> None:
+        from ..discovery import isServiceName
+
+        name = self["backend-dns"]
+        if name is None:
+            for option in ("backend-port", "dns-server"):
+                if self[option] is not None:
+                    raise usage.UsageError(f"--{option} needs --backend-dns")
+            return
+        if self["backends"]:
+            raise usage.UsageError("give --backend or --backend-dns, not both")
+        if self["strategy"] != "shared":
+            raise usage.UsageError("--backend-dns needs --strategy shared")
+        if not isServiceName(name) and self["backend-port"] is None:
+            raise usage.UsageError(f"--backend-dns {name!r} is an A/AAAA name: give --backend-port")
+        server = self["dns-server"]
+        if server is not None:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise usage.UsageError(f"--dns-server takes HOST:PORT, not {server!r}")
+            self["dns-server"] = (host.strip("[]"), int(port))
 
     def clientOptions(self) -> dict[str, Any]:
         """
@@ -343,7 +382,18 @@ def makeClientService(options: ClientOptions) -> IService:
 
     clientOptions = options.clientOptions()
     client: Any
-    if len(options["backends"]) > 1:
+    if options["backend-dns"] is not None:
+        from ..discovery import systemResolver
+
+        client = SockShareBalancer.fromDNS(
+            options["backend-dns"],
+            reactor,
+            port=options["backend-port"],
+            resolver=systemResolver(reactor, options["dns-server"]),
+            refreshInterval=options["dns-refresh"],
+            **clientOptions,
+        )
+    elif len(options["backends"]) > 1:
         client = SockShareBalancer(options["backends"], reactor, **clientOptions)
     elif options["strategy"] == "shared":
         client = SockShareClientFactory(options["backend"], reactor, **clientOptions)

@@ -1,0 +1,136 @@
+"""
+Discovery against a real DNS server: dnsmasq (Debian's, installed by
+.ci/run) serves SRV records for backends on loopback; a balancer made with
+C{SockShareBalancer.fromDNS} follows its membership as it changes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from collections import Counter
+from unittest import SkipTest
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import deferLater
+from twisted.names import client
+from twisted.trial.unittest import TestCase
+
+from twisted_sockshare import SockShareBalancer, SockShareServerFactory
+
+SERVICE = "_sockshare._tcp.example.test"
+
+
+def _dnsmasq() -> str:
+    path = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if os.path.exists("/usr/sbin/dnsmasq") else None)
+    if path is None:
+        if os.environ.get("CI"):
+            raise AssertionError("dnsmasq is not installed; .ci/run installs it: apt-get install dnsmasq-base")
+        raise SkipTest("dnsmasq is not installed (apt-get install dnsmasq-base); .ci/run installs it")
+    return path
+
+
+def _freeUDPPort() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class DNSServer:
+    """
+    dnsmasq on a loopback port, serving SRV records for C{SERVICE}; restarted
+    (on the same port) to change them.
+    """
+
+    def __init__(self) -> None:
+        self.path = _dnsmasq()
+        self.port = _freeUDPPort()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def serve(self, ports: list[int]) -> None:
+        self.stop()
+        args = [
+            self.path, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+            f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces", "--pid-file=",
+            "--user=" + (os.environ.get("USER") or "root"), "--host-record=backends.example.test,127.0.0.1",
+        ]  # fmt: skip
+        args += [f"--srv-host={SERVICE},backends.example.test,{port}" for port in ports]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        resolver = client.Resolver(servers=[("127.0.0.1", self.port)], reactor=reactor)
+        for _ in range(100):
+            try:
+                answers, _, _ = await resolver.lookupService(SERVICE, timeout=(0.2,))
+                if sorted(rr.payload.port for rr in answers) == sorted(ports):
+                    return
+            except Exception:
+                pass
+            await deferLater(reactor, 0.05)
+        raise AssertionError(f"dnsmasq did not serve {ports} on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+class DNSDiscoveryTests(TestCase):
+    timeout = 60
+
+    async def setUp(self) -> None:
+        self.dns = DNSServer()
+        self.addCleanup(self.dns.stop)
+        self.ports = {}
+        for name in ("b1", "b2", "b3"):
+            port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+                SockShareServerFactory(lambda payload, name=name: name.encode() + b":" + payload)
+            )
+            self.addCleanup(port.stopListening)
+            self.ports[name] = port.getHost().port
+
+    async def spread(self, balancer: SockShareBalancer, count: int = 60) -> Counter[str]:
+        """Send C{count} requests, 20 at a time; which backend answered each."""
+        answered: Counter[str] = Counter()
+        for start in range(0, count, 20):
+            replies = await gatherResults([balancer.request(b"%d" % i) for i in range(start, start + 20)])
+            answered.update(reply.split(b":")[0].decode() for reply in replies)
+        return answered
+
+    async def test_membershipFollowsDNS(self) -> None:
+        """
+        Requests spread over every member; a member added in DNS takes
+        requests within a refresh; a removed one takes no new request and
+        no request fails; with the DNS server stopped, the last membership
+        keeps working.
+        """
+        await self.dns.serve([self.ports["b1"], self.ports["b2"]])
+        resolver = client.Resolver(servers=[("127.0.0.1", self.dns.port)], reactor=reactor, timeout=(0.3,))
+        balancer = SockShareBalancer.fromDNS(SERVICE, reactor, resolver=resolver, refreshInterval=0.5)
+        # After closing, let a lookup still in flight end (0.3 s at most).
+        self.addCleanup(lambda: balancer.close().addCallback(lambda _: deferLater(reactor, 0.5)))
+        self.assertEqual(set(await self.spread(balancer)), {"b1", "b2"})
+
+        await self.dns.serve([self.ports["b1"], self.ports["b2"], self.ports["b3"]])
+        await deferLater(reactor, 1.2)
+        self.assertEqual(set(await self.spread(balancer)), {"b1", "b2", "b3"})
+
+        # Removed while requests are in flight: none of them fails.
+        inFlight = [balancer.request(b"in flight %d" % i) for i in range(50)]
+        await self.dns.serve([self.ports["b2"], self.ports["b3"]])
+        await deferLater(reactor, 1.2)
+        self.assertEqual(len(await gatherResults(inFlight)), 50)
+        self.assertEqual(set(await self.spread(balancer)), {"b2", "b3"})
+
+        self.dns.stop()
+        await deferLater(reactor, 1.5)
+        self.assertEqual(set(await self.spread(balancer)), {"b2", "b3"})
+        stats = balancer.stats()
+        self.assertGreater(stats["discoveryFailures"], 0)
+        self.assertEqual((stats["failures"], stats["endpoints"]), (0, 2))
+        # DNS back, so that no lookup is left waiting on a silent server.
+        await self.dns.serve([self.ports["b2"], self.ports["b3"]])
+        await deferLater(reactor, 1.0)
