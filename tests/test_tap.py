@@ -62,9 +62,21 @@ class OptionsTests(SynchronousTestCase):
 
     def test_severalBackends(self) -> None:
         """--backend given more than once balances over the endpoints; only with the shared strategy."""
-        from twisted_sockshare import SockShareBalancer
+        from twisted_sockshare import SockShareBalancer, discovery
         from twisted_sockshare.demo.tap import makeClientService
 
+        servers = []
+
+        class Silent:
+            def lookupService(self, name: str) -> Deferred[object]:
+                return Deferred()
+
+        def resolver(reactor: object, server: tuple[str, int] | None) -> Silent:
+            servers.append(server)
+            return Silent()
+
+        # No lookup leaves this process: the resolver is the given server's.
+        self.patch(discovery, "systemResolver", resolver)
         options = ClientOptions()
         options.parseOptions(["--listen=tcp:0", "--backend=tcp:127.0.0.1:9001", "-b", "tcp:127.0.0.1:9002"])
         self.assertEqual(options["backends"], ["tcp:127.0.0.1:9001", "tcp:127.0.0.1:9002"])
@@ -155,8 +167,21 @@ class OptionsTests(SynchronousTestCase):
         SRV name alone, an A/AAAA name with --backend-port, from
         --dns-server HOST:PORT, refreshed every --dns-refresh seconds.
         """
+        from twisted_sockshare import discovery
         from twisted_sockshare.demo.tap import makeClientService
 
+        servers = []
+
+        class Silent:
+            def lookupService(self, name: str) -> Deferred[object]:
+                return Deferred()
+
+        def resolver(reactor: object, server: tuple[str, int] | None) -> Silent:
+            servers.append(server)
+            return Silent()
+
+        # No lookup leaves this process: the resolver is the given server's.
+        self.patch(discovery, "systemResolver", resolver)
         options = ClientOptions()
         options.parseOptions(
             ["--listen=tcp:0", "--backend-dns=_sockshare._tcp.example.test", "--dns-server=127.0.0.1:5353",
@@ -169,6 +194,7 @@ class OptionsTests(SynchronousTestCase):
         balancer = gateway._client
         self.assertEqual(balancer._discovery.refreshInterval, 5.0)
         self.assertEqual(balancer._discovery.name, "_sockshare._tcp.example.test")
+        self.assertEqual(servers, [("127.0.0.1", 5353)])
         balancer.close()
         options = ClientOptions()
         options.parseOptions(["--backend-dns=backends.example.test", "--backend-port=9000"])
