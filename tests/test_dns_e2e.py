@@ -34,10 +34,20 @@ def _dnsmasq() -> str:
     return path
 
 
-def _freeUDPPort() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _freePort() -> int:
+    """
+    A loopback port free for both UDP and TCP: dnsmasq listens on both.
+    """
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no loopback port free for both UDP and TCP")
 
 
 class DNSServer:
@@ -48,7 +58,7 @@ class DNSServer:
 
     def __init__(self) -> None:
         self.path = _dnsmasq()
-        self.port = _freeUDPPort()
+        self.port = _freePort()
         self.process: subprocess.Popen[bytes] | None = None
 
     async def serve(self, ports: list[int]) -> None:
@@ -59,22 +69,31 @@ class DNSServer:
             "--user=" + (os.environ.get("USER") or "root"), "--host-record=backends.example.test,127.0.0.1",
         ]  # fmt: skip
         args += [f"--srv-host={SERVICE},backends.example.test,{port}" for port in ports]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         resolver = client.Resolver(servers=[("127.0.0.1", self.port)], reactor=reactor)
+        last: object = None
         for _ in range(100):
+            if self.process.poll() is not None:
+                break
             try:
                 answers, _, _ = await resolver.lookupService(SERVICE, timeout=(0.2,))
-                if sorted(rr.payload.port for rr in answers) == sorted(ports):
+                last = sorted(rr.payload.port for rr in answers)
+                if last == sorted(ports):
                     return
-            except Exception:
-                pass
+            except Exception as e:
+                last = e
             await deferLater(reactor, 0.05)
-        raise AssertionError(f"dnsmasq did not serve {ports} on port {self.port}")
+        self.process.terminate()
+        _, stderr = self.process.communicate(timeout=10)
+        self.process = None
+        raise AssertionError(
+            f"dnsmasq did not serve {ports} on port {self.port} (last answer: {last!r}): {stderr.decode()[-2000:]}"
+        )
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
-            self.process.wait(10)
+            self.process.communicate(timeout=10)
             self.process = None
 
 
