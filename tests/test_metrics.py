@@ -5,6 +5,8 @@ histogram, and the gateway's /metrics and /readyz.
 
 from __future__ import annotations
 
+import json
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
@@ -13,6 +15,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
+from twisted.web.test.requesthelper import DummyRequest
 
 from twisted_sockshare import SockShareBalancer, SockShareClientFactory, SockShareServerFactory
 from twisted_sockshare.demo.gateway import GatewayResource, makeSite
@@ -117,6 +120,10 @@ class CollectorTests(SynchronousTestCase):
         counts = {labels["endpoint"]: v for labels, v in samples["sockshare_request_duration_seconds_count"]}
         self.assertEqual(counts, requests)
         self.assertEqual({labels["endpoint"] for labels, _ in samples["sockshare_down"]}, set(requests))
+        # The gateway's /stats shows each endpoint's counters too.
+        request = DummyRequest([b"stats"])
+        body = GatewayResource(balancer, "shared", "two").getChildWithDefault(b"stats", request).render(request)
+        self.assertEqual(set(json.loads(body)["endpointStats"]), set(requests))
         # The balancer's own figures have no endpoint label.
         self.assertEqual(samples["sockshare_endpoints"], [({}, 2.0)])
         self.assertEqual(samples["sockshare_retries_total"], [({}, 0.0)])

@@ -4,7 +4,8 @@ The demo API gateway: an HTTP API whose every request is exchanged with the
 backend through one client (shared, or one connection per request).
 
     - C{POST /request}: the body is the payload; C{200} with the backend's reply.
-    - C{GET /stats}: the client's counters as JSON, plus C{strategy} and C{backend}.
+    - C{GET /stats}: the client's counters as JSON, plus C{strategy} and C{backend}
+      (and C{endpointStats}, each endpoint's, with several).
     - C{GET /metrics}: the same counters, the backend requests' latency and the
       HTTP requests' duration, for Prometheus (through C{prometheus_client}).
     - C{GET /healthz}: C{200} while the process serves.
@@ -134,6 +135,9 @@ class _Stats(_GatewayLeaf):
         stats: dict[str, Any] = dict(self._gateway.backend.stats())
         stats["strategy"] = self._gateway.strategy
         stats["backend"] = self._gateway.backendDescription
+        endpointStats = getattr(self._gateway.backend, "endpointStats", None)
+        if endpointStats is not None:  # several endpoints: each one's counters too
+            stats["endpointStats"] = endpointStats()
         return json.dumps(stats).encode() + b"\n"
 
 
