@@ -5,6 +5,8 @@ connection, and the races between events, with a fake endpoint and clock.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.task import Clock
@@ -249,16 +251,24 @@ class IdleCloseTests(ClientTestCase):
         attempt.lose()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_requestDuringIdleWaitReusesConnection(self) -> None:
+    def quiet(self) -> tuple[SockShareClientFactory, Any]:
         """
-        A request during the idle wait reuses the connection, which stays
-        open while it is pending, however long.
+        A client (idleTimeout=5) whose first request was answered: its
+        connection is open with nothing pending.
         """
         client = self.makeClient(idleTimeout=5.0, requestTimeout=None)
         client.request(b"1")
         attempt = self.endpoint.last
         attempt.succeed()
         attempt.respond(0, b"")
+        return client, attempt
+
+    def test_requestDuringIdleWaitReusesConnection(self) -> None:
+        """
+        A request during the idle wait reuses the connection, which stays
+        open while it is pending, however long.
+        """
+        client, attempt = self.quiet()
         self.clock.advance(3)
         d = client.request(b"2")
         self.clock.advance(10)
@@ -301,11 +311,7 @@ class IdleCloseTests(ClientTestCase):
         fell to zero, not after it first did: a request answered during the
         wait starts the wait again, and one timer serves it all.
         """
-        client = self.makeClient(idleTimeout=5.0, requestTimeout=None)
-        client.request(b"1")
-        attempt = self.endpoint.last
-        attempt.succeed()
-        attempt.respond(0, b"")
+        client, attempt = self.quiet()
         self.clock.advance(3)
         client.request(b"2")
         attempt.respond(attempt.sentRequests()[1][0], b"two")

@@ -62,21 +62,9 @@ class OptionsTests(SynchronousTestCase):
 
     def test_severalBackends(self) -> None:
         """--backend given more than once balances over the endpoints; only with the shared strategy."""
-        from twisted_sockshare import SockShareBalancer, discovery
+        from twisted_sockshare import SockShareBalancer
         from twisted_sockshare.demo.tap import makeClientService
 
-        servers = []
-
-        class Silent:
-            def lookupService(self, name: str) -> Deferred[object]:
-                return Deferred()
-
-        def resolver(reactor: object, server: tuple[str, int] | None) -> Silent:
-            servers.append(server)
-            return Silent()
-
-        # No lookup leaves this process: the resolver is the given server's.
-        self.patch(discovery, "systemResolver", resolver)
         options = ClientOptions()
         options.parseOptions(["--listen=tcp:0", "--backend=tcp:127.0.0.1:9001", "-b", "tcp:127.0.0.1:9002"])
         self.assertEqual(options["backends"], ["tcp:127.0.0.1:9001", "tcp:127.0.0.1:9002"])
@@ -161,16 +149,14 @@ class OptionsTests(SynchronousTestCase):
             },
         )
 
-    def test_backendDNS(self) -> None:
+    def silenceDNS(self) -> list[tuple[str, int] | None]:
         """
-        --backend-dns makes the gateway's client a balancer fed by DNS: an
-        SRV name alone, an A/AAAA name with --backend-port, from
-        --dns-server HOST:PORT, refreshed every --dns-refresh seconds.
+        Make the gateway's resolver one that never answers, so no lookup
+        leaves this process; return the DNS servers it is asked to use.
         """
         from twisted_sockshare import discovery
-        from twisted_sockshare.demo.tap import makeClientService
 
-        servers = []
+        servers: list[tuple[str, int] | None] = []
 
         class Silent:
             def lookupService(self, name: str) -> Deferred[object]:
@@ -180,8 +166,18 @@ class OptionsTests(SynchronousTestCase):
             servers.append(server)
             return Silent()
 
-        # No lookup leaves this process: the resolver is the given server's.
         self.patch(discovery, "systemResolver", resolver)
+        return servers
+
+    def test_backendDNS(self) -> None:
+        """
+        --backend-dns makes the gateway's client a balancer fed by DNS: an
+        SRV name alone, an A/AAAA name with --backend-port, from
+        --dns-server HOST:PORT, refreshed every --dns-refresh seconds.
+        """
+        from twisted_sockshare.demo.tap import makeClientService
+
+        servers = self.silenceDNS()
         options = ClientOptions()
         options.parseOptions(
             ["--listen=tcp:0", "--backend-dns=_sockshare._tcp.example.test", "--dns-server=127.0.0.1:5353",
