@@ -153,3 +153,91 @@ class DNSDiscoveryTests(TestCase):
         # DNS back, so that no lookup is left waiting on a silent server.
         await self.dns.serve([self.ports["b2"], self.ports["b3"]])
         await deferLater(reactor, 1.0)
+
+
+class DNSBalancingTests(TestCase):
+    """
+    Balancing over members found in DNS, on loopback: no herding, outliers
+    ejected, idempotent retries within their budget.
+    """
+
+    timeout = 60
+
+    async def setUp(self) -> None:
+        self.dns = DNSServer()
+        self.addCleanup(self.dns.stop)
+        self.resolver = client.Resolver(servers=[("127.0.0.1", self.dns.port)], reactor=reactor, timeout=(0.3,))
+
+    async def backend(self, name: str, handler: object = None) -> int:
+        factory = SockShareServerFactory(handler or (lambda payload: name.encode() + b":" + payload))
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        self.addCleanup(port.stopListening)
+        return int(port.getHost().port)
+
+    def balancer(self, **options: object) -> SockShareBalancer:
+        balancer = SockShareBalancer.fromDNS(SERVICE, reactor, resolver=self.resolver, **options)  # type: ignore[arg-type]
+        self.addCleanup(lambda: balancer.close().addCallback(lambda _: deferLater(reactor, 0.5)))
+        return balancer
+
+    async def test_noHerding(self) -> None:
+        """Thirty fresh balancers' first requests spread over the members."""
+        ports = [await self.backend(name) for name in ("b1", "b2", "b3")]
+        await self.dns.serve(ports)
+        firsts: Counter[str] = Counter()
+        for _ in range(30):
+            reply = await self.balancer().request(b"first")
+            firsts[reply.split(b":")[0].decode()] += 1
+        self.assertEqual(set(firsts), {"b1", "b2", "b3"}, firsts)
+        self.assertLess(max(firsts.values()), 20, firsts)
+
+    async def test_timeoutsEjectAndTrafficMoves(self) -> None:
+        """
+        A member that accepts requests but never answers is ejected after
+        five timeouts in a row, and the traffic moves to the others.
+        """
+        from twisted.internet.defer import Deferred
+
+        silent = await self.backend("silent", lambda payload: Deferred())
+        ports = [silent, await self.backend("b1"), await self.backend("b2")]
+        await self.dns.serve(ports)
+        balancer = self.balancer(requestTimeout=0.2)
+        results = await gatherResults(
+            [balancer.request(b"%d" % i).addErrback(lambda f: f.type.__name__) for i in range(40)]
+        )
+        self.assertIn("RequestTimeout", results)
+        self.assertEqual(balancer.stats()["ejections"], 1)
+        after = await self.spreadOf(balancer, 40)
+        self.assertEqual(set(after), {"b1", "b2"}, after)
+
+    async def spreadOf(self, balancer: SockShareBalancer, count: int) -> Counter[str]:
+        replies = await gatherResults([balancer.request(b"%d" % i) for i in range(count)])
+        return Counter(reply.split(b":")[0].decode() for reply in replies)
+
+    async def test_idempotentRetriesWithinBudget(self) -> None:
+        """
+        With a member that drops every connection after taking its requests,
+        idempotent requests are retried on the other member, and the retries
+        stay within 10% of the requests plus 10 a second.
+        """
+        from twisted.internet.protocol import Factory, Protocol
+
+        class Dropper(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+        flapping = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory.forProtocol(Dropper))
+        self.addCleanup(flapping.stopListening)
+        await self.dns.serve([flapping.getHost().port, await self.backend("good")])
+        balancer = self.balancer()
+        results = await gatherResults(
+            [balancer.request(b"%d" % i, idempotent=True).addErrback(lambda f: f.type.__name__) for i in range(300)]
+        )
+        stats = balancer.stats()
+        self.assertGreater(stats["retries"], 0)
+        self.assertLessEqual(stats["retries"], 0.1 * 300 + 10 * 10)
+        self.assertEqual(stats["requests"], 300)
+        # Each request was answered by the good member, or failed as dropped
+        # when the budget allowed no retry.
+        outcomes = Counter("good" if isinstance(r, bytes) and r.startswith(b"good:") else r for r in results)
+        self.assertEqual(set(outcomes) - {"good", "ConnectionDropped"}, set(), outcomes)
+        self.assertEqual(stats["failures"], outcomes["ConnectionDropped"])
