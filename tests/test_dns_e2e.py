@@ -6,6 +6,7 @@ C{SockShareBalancer.fromDNS} follows its membership as it changes.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -241,3 +242,58 @@ class DNSBalancingTests(TestCase):
         outcomes = Counter("good" if isinstance(r, bytes) and r.startswith(b"good:") else r for r in results)
         self.assertEqual(set(outcomes) - {"good", "ConnectionDropped"}, set(), outcomes)
         self.assertEqual(stats["failures"], outcomes["ConnectionDropped"])
+
+
+class DNSGatewayTests(TestCase):
+    """
+    The demo gateway (twistd) with --backend-dns in front of twistd
+    backends found through dnsmasq.
+    """
+
+    timeout = 120
+
+    async def test_gatewayFollowsDNSAndDrains(self) -> None:
+        """
+        Every HTTP request is answered through the members DNS names,
+        /stats shows each endpoint, and SIGTERM still drains and exits 0.
+        """
+        from twisted.internet.defer import ensureDeferred
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        from .helpers import readAll
+        from .processes import Twistd
+        from .test_e2e import _Body
+
+        dns = DNSServer()
+        self.addCleanup(dns.stop)
+        backends = []
+        for _ in range(2):
+            backend = Twistd("sockshare-server", "--listen", "tcp:0:interface=127.0.0.1")
+            self.addCleanup(backend.kill)
+            await backend.started()
+            backends.append(backend)
+        await dns.serve([backend.port for backend in backends])
+        gateway = Twistd(
+            "sockshare-client", "--listen", "tcp:0:interface=127.0.0.1", "--backend-dns", SERVICE,
+            "--dns-server", f"127.0.0.1:{dns.port}", "--dns-refresh", "1",
+        )  # fmt: skip
+        self.addCleanup(gateway.kill)
+        await gateway.started()
+        agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+        base = b"http://127.0.0.1:%d" % gateway.port
+
+        async def post(body: bytes) -> tuple[int, bytes]:
+            response = await agent.request(b"POST", base + b"/request", None, _Body(body))
+            return response.code, await readAll(response)
+
+        replies = await gatherResults([ensureDeferred(post(b"%d" % i)) for i in range(40)])
+        self.assertEqual(replies, [(200, b"%d" % i) for i in range(40)])
+        response = await agent.request(b"GET", base + b"/stats")
+        stats = json.loads(await readAll(response))
+        self.assertEqual(len(stats["endpointStats"]), 2)
+        self.assertEqual((stats["responses"], stats["failures"], stats["endpoints"]), (40, 0, 2))
+        inFlight = ensureDeferred(post(b"!sleep 1"))
+        await deferLater(reactor, 0.3)
+        gateway.terminate()
+        self.assertEqual(await inFlight, (200, b"slept"))
+        self.assertEqual(await gateway.exited(), 0)
