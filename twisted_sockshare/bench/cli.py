@@ -239,7 +239,7 @@ class DemoOptions(_Command):
     command = "demo"
     longdesc = (
         "Start a demo backend in its own process and drive 100 concurrent callers through each "
-        "strategy, three short interleaved runs each (about 20 s in all); print the median of each, "
+        "strategy, three short interleaved runs each (about 15 s in all); print the median of each, "
         "and what it shows."
     )
     optParameters: list[Any] = [
