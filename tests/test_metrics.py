@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.client import Agent, readBody
+from twisted.web.client import Agent
 from twisted.web.test.requesthelper import DummyRequest
 
 from twisted_sockshare import SockShareBalancer, SockShareClientFactory, SockShareServerFactory
@@ -24,7 +24,7 @@ from twisted_sockshare.metrics import SockShareCollector
 from twisted_sockshare.stats import LATENCY_BUCKETS
 from twisted_sockshare.testing import MemoryBackend
 
-from .helpers import FakeEndpoint
+from .helpers import FakeEndpoint, readAll
 
 
 def scrape(source: object, labels: dict[str, str] | None = None) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -155,7 +155,7 @@ class GatewayMetricsTests(TestCase):
         agent = Agent(reactor)
         producer = FileBodyProducer(BytesIO(body)) if body is not None else None
         response = await agent.request(method, url.encode(), None, producer)
-        return response.code, await readBody(response)
+        return response.code, await readAll(response)
 
     async def test_scrape(self) -> None:
         """
