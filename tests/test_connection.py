@@ -16,7 +16,7 @@ from twisted_sockshare.codecs import Delimited
 from twisted_sockshare.connection import ConnectionState, SockShareClientProtocol
 from twisted_sockshare.errors import ConnectionDropped, ProtocolViolation
 from twisted_sockshare.options import ClientOptions
-from twisted_sockshare.wire import CANCEL, ERROR, RESPONSE, encodeFrame
+from twisted_sockshare.wire import CANCEL, ERROR, PING, PONG, RESPONSE, encodeFrame
 
 from .helpers import StrictTransport
 
@@ -183,6 +183,66 @@ class ConnectionTests(SynchronousTestCase):
         connection.dataReceived(b"".join(encodeFrame(i, RESPONSE, b"%d" % i) for i in range(3)))
         self.assertEqual(transport.writeCalls, calls + 1)
         self.assertEqual(connection.outstanding, 3)
+
+    def readInChunks(self, stream: bytes, cuts: list[int], **options: object) -> tuple[list[tuple], bytes]:
+        """
+        Send three requests (ids 0 to 2), orphan the third, then receive
+        C{stream} cut at C{cuts}: what the owner heard (requests by their
+        index) and what was written after the requests.
+        """
+        connection, transport = self.connect(**options)
+        requests = [self.request() for _ in range(3)]
+        for request in requests:
+            connection.send(request, b"q")
+        connection.forget(requests[2])
+        transport.clear()
+        for start, stop in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            connection.dataReceived(stream[start:stop])
+        events = [
+            tuple(requests.index(item) if isinstance(item, _Request) else item for item in event)
+            for event in self.owner.events
+        ]
+        return events, transport.value()
+
+    def test_anyCutReadsTheSame(self) -> None:
+        """
+        Replies, a late reply, an orphan's reply and a PING in one stream:
+        however it is cut into chunks, the owner hears the same things in
+        the same order and the same PONG is written.
+        """
+        stream = b"".join(
+            [
+                encodeFrame(1, RESPONSE, b"B"),
+                encodeFrame(9, RESPONSE, b"unknown"),
+                encodeFrame(7, PING, b"token"),
+                encodeFrame(2, RESPONSE, b"orphan"),
+                encodeFrame(0, ERROR, b"E" * 20),
+            ]
+        )
+        expected = (
+            [("settle", 1, RESPONSE, b"B"), ("late",), ("late",), ("settle", 0, ERROR, b"E" * 20)],
+            encodeFrame(7, PONG, b"token"),
+        )
+        self.assertEqual(self.readInChunks(stream, []), expected)
+        for cut in range(1, len(stream)):
+            self.assertEqual(self.readInChunks(stream, [cut]), expected, f"cut at {cut}")
+        self.assertEqual(self.readInChunks(stream, list(range(1, len(stream)))), expected)
+
+    def test_anyCutFindsTheSameViolation(self) -> None:
+        """
+        A reply, then a frame above maxPayload that is whole in the chunk:
+        however the stream is cut, the reply is settled, then the
+        connection is dropped and the other request fails once.
+        """
+        stream = encodeFrame(1, RESPONSE, b"ok") + encodeFrame(0, RESPONSE, b"x" * 11)
+        expected = [
+            ("settle", 1, RESPONSE, b"ok"),
+            ("unusable", ConnectionState.CLOSING),
+            ("fail", 0, ProtocolViolation),
+        ]
+        for cuts in [[], *([cut] for cut in range(1, len(stream)))]:
+            events, written = self.readInChunks(stream, cuts, maxPayload=10)
+            self.assertEqual(events, expected, f"cuts {cuts}")
 
     def test_stateValuesDocumented(self) -> None:
         """The four states, in the order of a connection's life."""

@@ -60,6 +60,20 @@ class DecoderTests(SynchronousTestCase):
         self.assertEqual(out, [(1, RESPONSE, b"hello"), (2, ERROR, b""), (3, RESPONSE, b"x")])
         self.assertEqual(decoder.buffered, 0)
 
+    def test_idleOnlyOnAFrameBoundary(self) -> None:
+        """idle: True before a stream and after each whole frame; False inside a frame and after a fault."""
+        stream = encodeFrame(1, RESPONSE, b"hello")
+        decoder = FrameDecoder(100, CLIENT_RECEIVES)
+        self.assertTrue(decoder.idle)
+        seen = []
+        for i in range(len(stream)):
+            decoder.feed(stream[i : i + 1])
+            seen.append(decoder.idle)
+        self.assertEqual(seen, [False] * (len(stream) - 1) + [True])
+        decoder.feed(encodeFrame(2, RESPONSE, b"x" * 101))
+        self.assertIsNotNone(decoder.violation)
+        self.assertFalse(decoder.idle)
+
     def test_oversizedRefusedFromHeader(self) -> None:
         """A frame announcing more than maxPayload is refused before its payload is buffered."""
         decoder = FrameDecoder(10, SERVER_RECEIVES)

@@ -22,6 +22,8 @@ class _Idle:
     __slots__ = ()
     #: Whether the client takes new requests in this state.
     accepting = True
+    #: The connection new requests are written to, if there is one.
+    connection: SockShareClientProtocol | None = None
 
 
 class _Connecting:
@@ -36,6 +38,7 @@ class _Connecting:
 
     __slots__ = ("waiting", "attempt", "timeoutCall", "abandoned")
     accepting = True
+    connection = None
 
     def __init__(self, first: _Request) -> None:
         self.waiting = [first]
@@ -115,6 +118,7 @@ class _Closing:
 
     __slots__ = ("waiters", "connecting", "deadlineCall")
     accepting = False
+    connection = None
 
     def __init__(
         self, connecting: _Connecting | None, clock: IReactorTime, timeout: float, onTimeout: Callable
@@ -140,6 +144,7 @@ class _Closed:
 
     __slots__ = ()
     accepting = False
+    connection = None
 
 
 _IDLE = _Idle()

@@ -273,8 +273,8 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         pending[request] = None
         if count >= self._peakPending:
             self._peakPending = count + 1
-        if type(state) is _Connected:
-            connection = state.connection
+        connection = state.connection
+        if connection is not None:
             if self.maxLifetime is None or self._seconds() - connection.openedAt < self.maxLifetime:
                 connection.send(request, payload)
                 return request

@@ -28,14 +28,18 @@ from .wire import (
     CANCEL,
     ERROR,
     GOAWAY,
+    HEADER_SIZE,
     MAX_PING_PAYLOAD,
     MAX_REQUEST_ID,
     MIN_LENGTH,
     PING,
     PONG,
     REQUEST,
+    RESPONSE,
+    FrameDecoder,
     encodeFrame,
     packHeader,
+    unpackHeader,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +47,9 @@ if TYPE_CHECKING:
     from .options import ClientOptions
 
 _log = Logger(namespace="twisted_sockshare.connection")
+
+#: The kinds of frame that answer a request.
+_REPLIES = frozenset({RESPONSE, ERROR})
 
 
 class ConnectionState(Enum):
@@ -138,8 +145,13 @@ class SockShareClientProtocol(Protocol):
         # None: the default frames, encoded inline; an ordered codec's
         # requests arrive encoded already.
         self._encode: Any = None if type(codec) is Multiplexed else _asEncoded if codec.ordered else codec.encodeRequest
-        # Control frames (CANCEL, PING, PONG) exist in this project's frames only.
+        # Control frames (CANCEL, PING, PONG) exist in this project's frames
+        # only.
         self._controls = type(codec) is Multiplexed
+        # This project's decoder, whose frames dataReceived decodes itself
+        # when they are the common case (whole replies).
+        self._frames = self._decoder if isinstance(self._decoder, FrameDecoder) and not codec.ordered else None
+        self._maxLength = options.maxPayload + MIN_LENGTH
         self._liveness = _Liveness(self, clock, options.pingInterval, options.pingTimeout)
         self._timed = options.latencyHistogram
         # Requests by id, in the order written.  With an ordered codec a
@@ -209,51 +221,82 @@ class SockShareClientProtocol(Protocol):
         self._chunks += 1
         if self._liveness.waiting is not None:  # any byte answers a PING
             self._liveness.heard()
-        frames = self._decoder.feed(data)
-        if frames:
-            # The requests the replies' callbacks send are written at once
-            # (one frame needs no batch).
-            batch = self._batch = [] if len(frames) > 1 else None
-            owner = self._owner
-            settle = owner._settle
-            # One reading serves every reply in the chunk, if latency is counted.
-            now = self._clock.seconds() if self._timed else 0.0
-            table = self._table
-            pop = table.pop
-            try:
-                for requestId, kind, payload in frames:
-                    if kind > ERROR:
-                        self._control(requestId, kind, payload)
-                        if self.state is CLOSING:
-                            return
-                        continue
-                    if requestId == NEXT:
-                        if not table:
-                            if self.state is LIVE or self.state is RETIRING:
-                                self._violated("a reply came with no request outstanding")
-                                return
-                            owner._lateReply()
-                            continue
-                        requestId = next(iter(table))
-                    request = pop(requestId, None)
+        # One reading serves every reply in the chunk, if latency is counted.
+        now = self._clock.seconds() if self._timed else 0.0
+        # The requests the replies' callbacks send are written at once, if
+        # the chunk has more than one frame.
+        batch = None
+        try:
+            decoder = self._frames
+            if decoder is not None and decoder.idle:
+                # The common case, decoded here: whole replies to requests
+                # outstanding here.  Anything else, from the first frame
+                # that is not one, goes to the decoder.
+                table = self._table
+                settle = self._owner._settle
+                maxLength = self._maxLength
+                offset = 0
+                end = len(data)
+                while end - offset >= HEADER_SIZE:
+                    length, requestId, kind = unpackHeader(data, offset)
+                    stop = offset + 4 + length
+                    if stop > end or length > maxLength or length < MIN_LENGTH or kind not in _REPLIES:
+                        break
+                    request = table.pop(requestId, None)
                     if request is None:
-                        if self.orphans:
-                            self.orphans -= 1
-                        owner._lateReply()
-                        continue
-                    settle(request, kind, payload, now)
-            finally:
-                # If the connection was reset meanwhile, the requests in the
-                # batch were failed with it: their frames are not written.
-                if batch is not None:
-                    self._batch = None
-                    if batch and (self.state is LIVE or self.state is RETIRING):
-                        self.transport.write(b"".join(batch))  # type: ignore[union-attr]
+                        break
+                    if stop != end and batch is None:
+                        batch = self._batch = []
+                    settle(request, kind, data[offset + HEADER_SIZE : stop], now)
+                    offset = stop
+                if offset == end:
+                    return
+                data = data[offset:]
+            frames = self._decoder.feed(data)
+            if frames:
+                if batch is None and len(frames) > 1:
+                    batch = self._batch = []
+                self._deliver(frames, now)
+        finally:
+            # If the connection was reset meanwhile, the requests in the
+            # batch were failed with it: their frames are not written.
+            if batch is not None:
+                self._batch = None
+                if batch and (self.state is LIVE or self.state is RETIRING):
+                    self.transport.write(b"".join(batch))  # type: ignore[union-attr]
             if self.state is RETIRING:
                 self._closeIfQuiet()
         violation = self._decoder.violation
         if violation is not None and (self.state is LIVE or self.state is RETIRING):
             self._violated(violation)
+
+    def _deliver(self, frames: list[tuple[int, int, bytes]], now: float) -> None:
+        """
+        Hand each of C{frames} to its request, or act on it.
+        """
+        owner = self._owner
+        table = self._table
+        for requestId, kind, payload in frames:
+            if kind > ERROR:
+                self._control(requestId, kind, payload)
+                if self.state is CLOSING:
+                    return
+                continue
+            if requestId == NEXT:
+                if not table:
+                    if self.state is LIVE or self.state is RETIRING:
+                        self._violated("a reply came with no request outstanding")
+                        return
+                    owner._lateReply()
+                    continue
+                requestId = next(iter(table))
+            request = table.pop(requestId, None)
+            if request is None:
+                if self.orphans:
+                    self.orphans -= 1
+                owner._lateReply()
+                continue
+            owner._settle(request, kind, payload, now)
 
     def _control(self, requestId: int, kind: int, payload: bytes) -> None:
         """

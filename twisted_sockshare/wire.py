@@ -54,6 +54,9 @@ _unpackFrom = _HEADER.unpack_from
 #: C{packHeader(length, requestId, kind)}: a frame's header; the payload
 #: follows it (L{encodeFrame} does both).
 packHeader: Final = _pack
+#: C{unpackHeader(data, offset)}: C{(length, requestId, kind)}, the header
+#: of the frame at C{offset} in C{data} (its payload follows it).
+unpackHeader: Final = _unpackFrom
 
 
 def encodeFrame(requestId: int, kind: int, payload: bytes) -> bytes:
@@ -82,9 +85,13 @@ class FrameDecoder:
 
     @ivar violation: why the stream is invalid, once it is; L{None} while it
         is valid.  Once set, L{feed} decodes nothing more.
+    @ivar idle: whether the decoder holds no byte and the stream is valid:
+        the next byte starts a frame, so a reader may decode whole frames
+        itself and give the decoder only the rest.
     """
 
     violation: str | None = None
+    idle = True
 
     def __init__(self, maxPayload: int, kinds: frozenset[int]) -> None:
         """
@@ -144,6 +151,7 @@ class FrameDecoder:
             offset = stop
         if offset == end:
             self._buffered = 0
+            self.idle = True
             return frames
         # A header cut short: check its length field as soon as it is in.
         if end - offset >= 4:
@@ -163,6 +171,7 @@ class FrameDecoder:
         self._chunks.append(rest)
         self._buffered = len(rest)
         self._needed = needed
+        self.idle = False
 
     def _violated(self, frames: list[tuple[int, int, bytes]], violation: str) -> list[tuple[int, int, bytes]]:
         """
@@ -170,6 +179,7 @@ class FrameDecoder:
         buffered, and the violation).
         """
         self.violation = violation
+        self.idle = False
         self._chunks[:] = [b""]
         self._buffered = 0
         return frames
@@ -198,5 +208,6 @@ __all__ = [
     "MAX_REQUEST_ID",
     "encodeFrame",
     "packHeader",
+    "unpackHeader",
     "FrameDecoder",
 ]
