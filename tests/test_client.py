@@ -976,3 +976,36 @@ class LifetimeTests(ClientTestCase):
         self.assertEqual(len(self.endpoint.attempts), 2)
         self.assertRaises(ValueError, SockShareClientFactory, FakeEndpoint(), Clock(), maxOrphans=-1)
         self.assertRaises(ValueError, SockShareClientFactory, FakeEndpoint(), Clock(), maxLifetime=0)
+
+
+class AttributeCountTests(ClientTestCase):
+    """
+    The request path reads the client's own attributes; CPython reads them
+    fastest while an object has at most 30, so every event of a client's
+    life keeps it at most 30.
+    """
+
+    def test_fewAttributesAfterEveryEvent(self) -> None:
+        """A failed connect, a remote error, a cancel, a late reply and a timeout add no attribute past 30."""
+        client = self.makeClient(latencyHistogram=True, requestTimeout=5)
+        failed = client.request(b"0")
+        self.endpoint.last.fail(ConnectionRefusedError("no"))
+        self.failureResultOf(failed, ConnectFailed)
+        self.clock.advance(10)
+        ds = [client.request(b"%d" % i) for i in range(3)]
+        attempt = self.endpoint.last
+        attempt.succeed()
+        attempt.respondError(0, "bad")
+        ds[1].cancel()
+        attempt.respond(1, b"late")
+        self.clock.advance(5)
+        self.failureResultOf(ds[0], RemoteError)
+        self.failureResultOf(ds[1], CancelledError)
+        self.failureResultOf(ds[2], RequestTimeout)
+        stats = client.stats()
+        self.assertEqual(
+            (stats["connectFailures"], stats["remoteErrors"], stats["cancelled"], stats["lateResponses"]),
+            (1, 1, 1, 1),
+        )
+        self.assertEqual(stats["timeouts"], 1)
+        self.assertLessEqual(len(vars(client)), 30, sorted(vars(client)))

@@ -15,6 +15,7 @@ from ._request import _Request
 from ._states import _IDLE, _Closing, _Connected, _Connecting, _State
 from .connection import LOST, SockShareClientProtocol
 from .errors import ConnectFailed, ConnectionDropped
+from .stats import _Events
 
 _log = Logger(namespace="twisted_sockshare.client")
 
@@ -44,8 +45,7 @@ class _Connector:
     endpointDescription: str
     noisy: bool
     connectTimeout: float | None
-    _connectionsOpened: int
-    _connectFailures: int
+    _events: _Events
     _fail: Callable[[_Request, BaseException], None]
     _quiet: Callable[[], None]
 
@@ -84,7 +84,7 @@ class _Connector:
     def _connectSucceeded(self, connection: SockShareClientProtocol, connecting: _Connecting) -> None:
         current = self._state is connecting
         waiting = self._attemptEnded(connecting)
-        self._connectionsOpened += 1
+        self._events.connectionsOpened += 1
         self._failuresInRow = 0
         if connection.state is LOST:
             # connectionLost ran before the endpoint reported the connection.
@@ -110,7 +110,7 @@ class _Connector:
             waiting = self._attemptEnded(connecting)
         why = connecting.abandoned or reason.getErrorMessage()
         if connecting.abandoned != "closing":
-            self._connectFailures += 1
+            self._events.connectFailures += 1
             delay = self._connectBackoff(self._failuresInRow)
             self._failuresInRow += 1
             self._retryAt = self._clock.seconds() + delay

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from ._request import _Request
 from .connection import CLOSING, LOST
 from .errors import ConnectionDropped, RequestTimeout
+from .stats import _Events
 
 _log = Logger(namespace="twisted_sockshare.client")
 
@@ -41,7 +42,7 @@ class _RequestTimeouts:
     endpointDescription: str
     requestTimeout: float | None
     _resets: bool
-    _timeouts: int
+    _events: _Events
     _fail: Callable[[_Request, BaseException], None]
     _abandonRequest: Callable[[_Request, BaseException], None]
 
@@ -71,7 +72,7 @@ class _RequestTimeouts:
             self._deadlineCall = self._clock.callLater(max(0.0, deadline - now), self._checkDeadlines)
 
     def _timedOut(self, request: _Request) -> None:
-        self._timeouts += 1
+        self._events.timeouts += 1
         where = self.endpointDescription
         error = RequestTimeout(f"no response from {where} within requestTimeout={self.requestTimeout} seconds")
         connection = request.connection

@@ -31,6 +31,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_left
 from collections.abc import Callable
+from typing import Any
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -56,7 +57,7 @@ from .errors import (
 )
 from .interfaces import ISockShareClient
 from .options import ClientOptions, parseEndpoint
-from .stats import LATENCY_BUCKETS, STAT_KEYS, _ClientCounters
+from .stats import LATENCY_BUCKETS, STAT_KEYS, _ClientCounters, _Events
 from .wire import RESPONSE
 
 _log = Logger(namespace="twisted_sockshare.client")
@@ -88,6 +89,16 @@ def _refusal(client: SockShareClientFactory, payload: object) -> Exception:
     )
 
 
+def _option(name: str) -> Any:
+    """
+    The client's attribute C{name}, read from its options: the options that
+    are not read on the request path, so that the client's own attributes
+    stay few (CPython reads an object's attributes fastest while it has
+    at most 30).
+    """
+    return property(lambda client: getattr(client.options, name), doc=f"The C{{{name}}} option (L{{ClientOptions}}).")
+
+
 @implementer(ISockShareClient)
 class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connector):
     """
@@ -112,6 +123,15 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
 
     #: The keys of L{stats}, in order.
     statKeys = STAT_KEYS
+
+    connectTimeout: float | None = _option("connectTimeout")
+    closeTimeout: float = _option("closeTimeout")
+    keepAlive: float | None = _option("keepAlive")
+    maxOrphans: int | None = _option("maxOrphans")
+    pingInterval: float | None = _option("pingInterval")
+    pingTimeout: float = _option("pingTimeout")
+    resetOnTimeout: bool | None = _option("resetOnTimeout")
+    latencyHistogram: bool = _option("latencyHistogram")
 
     def __init__(
         self,
@@ -156,13 +176,10 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         self._endpoint, self.endpointDescription = parseEndpoint(reactor, endpoint)
         self._clock: IReactorTime = reactor
         self._seconds = reactor.seconds
-        self.idleTimeout, self.connectTimeout, self.requestTimeout = idleTimeout, connectTimeout, requestTimeout
-        self.maxPending, self.maxPayload, self.resetOnTimeout = maxPending, maxPayload, resetOnTimeout
-        self.closeTimeout, self.keepAlive, self.maxLifetime, self.maxOrphans = (
-            closeTimeout, keepAlive, maxLifetime, maxOrphans,
-        )  # fmt: skip
-        self.pingInterval, self.pingTimeout = pingInterval, pingTimeout
-        self.latencyHistogram = latencyHistogram
+        # The options the request path reads are attributes of their own; the
+        # others are read from the options (see _option).
+        self.idleTimeout, self.requestTimeout, self.maxLifetime = idleTimeout, requestTimeout, maxLifetime
+        self.maxPending, self.maxPayload = maxPending, maxPayload
         self.codec: Codec = options.codec  # type: ignore[assignment]
         # Whether a timeout resets its connection (None: only where replies
         # cannot be skipped, with an ordered codec).
@@ -173,7 +190,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         self._state: _State = _IDLE
         # Pending requests in submission order, which is also deadline order.
         self._pending: dict[_Request, None] = {}
-        self._latencyCounts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._events = _Events()
         if latencyHistogram:
             # Connections call _settle once per reply: only a client that
             # counts latency pays for it.
@@ -262,7 +279,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             try:
                 payload = self.codec.encodeRequest(NEXT, payload)
             except InvalidRequest as error:
-                self._rejected += 1
+                self._events.rejected += 1
                 return fail(error)
         request = _Request(self._canceller)
         request.sentAt = self._seconds()
@@ -290,15 +307,16 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         return request
 
     def _reject(self, payload: object) -> Deferred[bytes]:
-        self._rejected += 1
+        self._events.rejected += 1
         return fail(_refusal(self, payload))
 
     # -- What connections tell the client (connection.ConnectionOwner) ----------
 
     def _settleTimed(self, request: _Request, kind: int, payload: bytes, now: float) -> None:
         elapsed = now - request.sentAt
-        self._latencySum += elapsed
-        self._latencyCounts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+        events = self._events
+        events.latencySum += elapsed
+        events.latencyCounts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         SockShareClientFactory._settle(self, request, kind, payload, now)
 
     def _settle(self, request: _Request, kind: int, payload: bytes, now: float) -> None:
@@ -308,7 +326,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             self._responses += 1
             request.callback(payload)
         else:
-            self._remoteErrors += 1
+            self._events.remoteErrors += 1
             request.errback(Failure(RemoteError(payload.decode("utf-8", "replace"))))
         if not pending:
             self._quiet()
@@ -316,13 +334,13 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
     def _fail(self, request: _Request, error: BaseException) -> None:
         pending = self._pending
         del pending[request]
-        self._failures += 1
+        self._events.failures += 1
         request.errback(Failure(error))
         if not pending:
             self._quiet()
 
     def _lateReply(self) -> None:
-        self._lateResponses += 1
+        self._events.lateResponses += 1
 
     def _connectionUnusable(self, connection: SockShareClientProtocol) -> None:
         state = self._state
@@ -331,8 +349,8 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             self._state = _IDLE
 
     def _connectionGone(self, connection: SockShareClientProtocol, tlsFailed: bool) -> None:
-        self._connectionsClosed += 1
-        self._connectFailures += tlsFailed
+        self._events.connectionsClosed += 1
+        self._events.connectFailures += tlsFailed
         self._connections.discard(connection)
         self._connectionUnusable(connection)
         if not self._pending:
@@ -341,7 +359,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
     def _cancelRequest(self, request: _Request) -> None:
         if request.called:
             return
-        self._cancelled += 1
+        self._events.cancelled += 1
         self._abandonRequest(request, CancelledError("request cancelled by the caller"))
 
     def _abandonRequest(self, request: _Request, error: BaseException) -> None:
@@ -352,13 +370,13 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         """
         connection = request.connection
         if connection is not None:
-            self._cancelsSent += connection.forget(request)
+            self._events.cancelsSent += connection.forget(request)
         self._fail(request, error)
         if connection is not None and self.maxOrphans is not None and connection.orphans > self.maxOrphans:
             self._retire(connection, f"more than maxOrphans={self.maxOrphans} requests left without their reply")
 
     def _goaway(self, connection: SockShareClientProtocol, reason: str) -> None:
-        self._goawaysReceived += 1
+        self._events.goawaysReceived += 1
         _log.info("{endpoint} sent GOAWAY: {reason}", endpoint=self.endpointDescription, reason=reason)
 
     # -- The client's life ------------------------------------------------------
@@ -407,7 +425,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         afresh); let the requests on it be answered, then close it.
         """
         _log.info("Retiring the connection to {endpoint}: {why}", endpoint=self.endpointDescription, why=why)
-        self._retired += 1
+        self._events.retired += 1
         connection.retire()
 
     # -- Closing ---------------------------------------------------------------
