@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._liveness import _Liveness
+from ._sendnow import canSendNow, sendNow
 from .codecs import NEXT, Multiplexed
 from .errors import ConnectFailed, ConnectionDropped, ProtocolViolation
 from .wire import (
@@ -128,6 +129,8 @@ class SockShareClientProtocol(Protocol):
     #: when written, so its timeout can tell whether anything came since.
     _chunks = 0
     _abortCall: IDelayedCall | None = None
+    #: Whether what the replies' callbacks write is sent at once (L{sendNow}).
+    _sendsNow = False
 
     def __init__(self, owner: ConnectionOwner, options: ClientOptions, clock: IReactorTime) -> None:
         """
@@ -182,6 +185,7 @@ class SockShareClientProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.openedAt = self._clock.seconds()
+        self._sendsNow = canSendNow(self.transport)
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             setNoDelay(True)
@@ -223,9 +227,10 @@ class SockShareClientProtocol(Protocol):
             self._liveness.heard()
         # One reading serves every reply in the chunk, if latency is counted.
         now = self._clock.seconds() if self._timed else 0.0
-        # The requests the replies' callbacks send are written at once, if
-        # the chunk has more than one frame.
-        batch = None
+        # What the replies' callbacks write is collected, and written in one
+        # go after the chunk: at once, on a socket of the reactor's own.
+        batch: list[bytes] = []
+        self._batch = batch
         try:
             decoder = self._frames
             if decoder is not None and decoder.idle:
@@ -245,8 +250,6 @@ class SockShareClientProtocol(Protocol):
                     request = table.pop(requestId, None)
                     if request is None:
                         break
-                    if stop != end and batch is None:
-                        batch = self._batch = []
                     settle(request, kind, data[offset + HEADER_SIZE : stop], now)
                     offset = stop
                 if offset == end:
@@ -254,15 +257,15 @@ class SockShareClientProtocol(Protocol):
                 data = data[offset:]
             frames = self._decoder.feed(data)
             if frames:
-                if batch is None and len(frames) > 1:
-                    batch = self._batch = []
                 self._deliver(frames, now)
         finally:
+            self._batch = None
             # If the connection was reset meanwhile, the requests in the
             # batch were failed with it: their frames are not written.
-            if batch is not None:
-                self._batch = None
-                if batch and (self.state is LIVE or self.state is RETIRING):
+            if batch and (self.state is LIVE or self.state is RETIRING):
+                if self._sendsNow:
+                    sendNow(self.transport, b"".join(batch))
+                else:
                     self.transport.write(b"".join(batch))  # type: ignore[union-attr]
             if self.state is RETIRING:
                 self._closeIfQuiet()
