@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from twisted.internet import reactor
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import deferLater
@@ -91,12 +92,21 @@ class RealSocketTests(TestCase):
     of a chunk's replies are sent at once, not through C{write()}.
     """
 
-    async def test_followUpsSentAtOnce(self) -> None:
-        server = SockShareServerFactory(lambda payload: payload.upper())
+    async def connect(self, maxPayload: int = 1_048_576) -> SockShareClientFactory:
+        """
+        A client of a server on loopback that answers each payload upper-cased.
+        """
+        server = SockShareServerFactory(lambda payload: payload.upper(), maxPayload=maxPayload)
         port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server)
         self.addCleanup(port.stopListening)
-        client = SockShareClientFactory(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), reactor)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        client = SockShareClientFactory(endpoint, reactor, maxPayload=maxPayload)
         self.addCleanup(client.close)
+        return client
+
+    async def test_followUpsSentAtOnce(self) -> None:
+        """A follow-up made by a reply's callback does not go through write()."""
+        client = await self.connect()
         self.assertEqual(await client.request(b"first"), b"FIRST")
         (connection,) = client._connections
         transport = connection.transport
@@ -117,3 +127,36 @@ class RealSocketTests(TestCase):
         # The first request went through write() (made outside any chunk);
         # its follow-up, made while its reply was delivered, did not.
         self.assertEqual(len(written), 1, written)
+
+    async def test_moreThanOneSendTakes(self) -> None:
+        """
+        Follow-ups far larger than one send() takes: the rest goes through
+        write() after what was sent, and every reply comes back whole.
+        """
+        size = 8 * 1024 * 1024
+        client = await self.connect(maxPayload=size + 16)
+        await client.request(b"connect")
+        (connection,) = client._connections
+        transport = connection.transport
+        written: list[int] = []
+        original = transport.write  # type: ignore[union-attr]
+
+        def write(data: bytes) -> None:
+            written.append(len(data))
+            original(data)
+
+        transport.write = write  # type: ignore[method-assign, union-attr]
+        await deferLater(reactor, 0, lambda: None)
+        payloads = [bytes([97 + i]) * size for i in range(2)]
+
+        def followUps(reply: bytes) -> Deferred[list[bytes]]:
+            return gatherResults([client.request(payload) for payload in payloads])
+
+        replies = await client.request(b"go").addCallback(followUps)
+        self.assertEqual(replies, [payload.upper() for payload in payloads])
+        # write() had the request made outside a chunk, then the rest of the
+        # follow-ups: less than both, more than nothing.
+        self.assertEqual(len(written), 2, written)
+        self.assertLess(0, written[1])
+        self.assertLess(written[1], 2 * (size + 9))
+        self.assertEqual(client.stats()["connectionsOpened"], 1)
