@@ -94,7 +94,7 @@ def _option(name: str) -> Any:
     The client's attribute C{name}, read from its options: the options that
     are not read on the request path, so that the client's own attributes
     stay few (CPython reads an object's attributes fastest while it has
-    at most 30).
+    fewer than 30: C{benchmarks/attribute_reads.py}).
     """
     return property(lambda client: getattr(client.options, name), doc=f"The C{{{name}}} option (L{{ClientOptions}}).")
 

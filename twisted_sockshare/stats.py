@@ -126,7 +126,7 @@ class _Events:
     The counters of a client that are not touched on the request path, and
     its latency histogram.  They live here rather than on the client, so
     that the client's own attributes stay few whatever happened to it: CPython
-    reads an object's attributes fastest while it has at most 30.
+    reads an object's attributes fastest while it has fewer than 30.
     """
 
     __slots__ = (
