@@ -178,6 +178,8 @@ class ServerTests(SynchronousTestCase):
                 "cancelsReceived": 0,
                 "goawaysSent": 0,
                 "drainAborted": 0,
+                "inFlight": 0,
+                "unanswered": 0,
             },
         )
         self.flushLoggedErrors(RuntimeError)

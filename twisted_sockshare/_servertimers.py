@@ -96,6 +96,10 @@ class _ServerTimers:
         while self._deadlines and not self._lost:
             requestId, deadline = next(iter(self._deadlines.items()))
             if deadline > now:
+                # A frame handled below (_makeRoom) may have set the timer
+                # already, for its own, later deadline: one timer, the oldest.
+                if self._handlerCall is not None:
+                    self._handlerCall.cancel()
                 self._handlerCall = self._clock.callLater(deadline - now, self._checkHandlers)
                 return
             deferred = self._inFlight[requestId]

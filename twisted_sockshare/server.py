@@ -110,6 +110,11 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         self._blocked = False
         self._paused = False
         self._lost = False
+        # Whether _drain is running: a handler's result that is already there
+        # (succeed(), an async def that never waits) makes room while the
+        # backlog is being drained, and the running loop takes the next
+        # frame instead of a nested one (no recursion, whatever the handler).
+        self._draining = False
         self._lastActive = 0.0
         self._idleCall: IDelayedCall | None = None
         # When the frame now incomplete began (None: none is), and its timer.
@@ -163,17 +168,23 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         Hand the frames of the backlog to the handler while reading is not
         paused; then make the transport's reading match.
         """
+        if self._draining:
+            return
+        self._draining = True
         backlog = self._backlog
         inFlight = self._inFlight
-        while backlog and not (self._busy or self._blocked or self._lost):
-            requestId, kind, payload = backlog.popleft()
-            if kind != REQUEST:
-                self._control(requestId, kind, payload)
-            elif requestId in inFlight:
-                self._violated(f"request id {requestId} is already in flight on this connection")
-                return
-            else:
-                self._handle(requestId, payload)
+        try:
+            while backlog and not (self._busy or self._blocked or self._lost):
+                requestId, kind, payload = backlog.popleft()
+                if kind != REQUEST:
+                    self._control(requestId, kind, payload)
+                elif requestId in inFlight:
+                    self._violated(f"request id {requestId} is already in flight on this connection")
+                    return
+                else:
+                    self._handle(requestId, payload)
+        finally:
+            self._draining = False
         self._updateReading()
 
     def _control(self, requestId: int, kind: int, payload: bytes) -> None:
@@ -257,6 +268,11 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
                 self._handlerCall = self._clock.callLater(factory.handlerTimeout, self._checkHandlers)
         deferred.addCallbacks(self._cbHandled, self._ebHandled, callbackArgs=(requestId,), errbackArgs=(requestId,))
 
+    @property
+    def inFlight(self) -> int:
+        """How many requests of this connection are in their handlers."""
+        return len(self._inFlight)
+
     def _settled(self, requestId: int) -> bool:
         """
         C{requestId}'s handler ended: forget it.  Whether it was still
@@ -270,7 +286,10 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
             if not deadlines and self._handlerCall is not None:
                 self._handlerCall.cancel()
                 self._handlerCall = None
-        return not self._lost
+        if self._lost:
+            self._factory._unanswered += 1
+            return False
+        return True
 
     def _makeRoom(self) -> None:
         """
@@ -306,7 +325,8 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
     def _sendError(self, requestId: int, error: BaseException, reason: Failure | None) -> None:
         self._factory._errors += 1
         if reason is not None:
-            _log.failure("Handler failed for request {requestId}", reason, requestId=requestId)
+            if self._factory.logHandlerFailures:
+                _log.failure("Handler failed for request {requestId}", reason, requestId=requestId)
         elif not isinstance(error, CancelledError):
             _log.warn("Request {requestId} failed: {error}", requestId=requestId, error=error)
         message = describeError(error).encode("utf-8")[: self._factory.maxPayload]
@@ -333,8 +353,9 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
             self._factory._pausedConnections -= 1
         self._backlog.clear()
         self._deadlines.clear()
-        self._factory._connectionLost(self)
         inFlight, self._inFlight = self._inFlight, {}
+        self._factory._unanswered += len(inFlight)
+        self._factory._connectionLost(self)
         for deferred in inFlight.values():
             # _ebHandled consumes the CancelledError: nobody is left to answer.
             deferred.cancel()
@@ -348,6 +369,11 @@ class SockShareServerFactory(Factory):
 
     noisy = False
     protocol = SockShareServerProtocol
+    #: Whether a handler's exception is logged with its traceback (it is
+    #: answered with an ERROR frame either way).  The stub client of
+    #: L{twisted_sockshare.testing} turns it off: there the exception is the
+    #: test's, and reaches it as a L{RemoteError}.
+    logHandlerFailures = True
 
     def __init__(
         self,
@@ -435,6 +461,7 @@ class SockShareServerFactory(Factory):
         self._frameTimeouts = 0
         self._peakInFlight = 0
         self._cancels = 0
+        self._unanswered = 0
         self._goaways = 0
         self._drainAborted = 0
 
@@ -512,7 +539,10 @@ class SockShareServerFactory(Factory):
             C{peakInFlight} (the most requests of one connection in its
             handlers at once), C{cancelsReceived} (CANCELs that found their
             request running), C{goawaysSent} and C{drainAborted}
-            (connections aborted by C{drainTimeout}).
+            (connections aborted by C{drainTimeout}), C{inFlight} (requests in
+            their handlers now) and C{unanswered} (requests whose connection
+            was lost or dropped before their answer was written).  At every
+            moment C{requests == responses + errors + inFlight + unanswered}.
         """
         return {
             "connections": self._connections,
@@ -531,6 +561,8 @@ class SockShareServerFactory(Factory):
             "cancelsReceived": self._cancels,
             "goawaysSent": self._goaways,
             "drainAborted": self._drainAborted,
+            "inFlight": sum(protocol.inFlight for protocol in self._protocols),
+            "unanswered": self._unanswered,
         }
 
 
