@@ -8,17 +8,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
 from twisted.internet import reactor, ssl
 from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import SSL4ServerEndpoint, clientFromString, serverFromString
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from twisted_sockshare import ConnectFailed, SockShareClientFactory, SockShareServerFactory
 from twisted_sockshare.demo.tap import ClientOptions, ServerOptions
 
 from .certificates import Authority, writeFiles
-from .helpers import tempPath
+from .helpers import FakeEndpoint, tempPath
 
 
 class TLSTests(TestCase):
@@ -135,3 +136,28 @@ class TLSTests(TestCase):
         client = ClientOptions()
         client.parseOptions(["--listen", "tcp:0", "--backend", self.clientString(9999)])
         self.assertIsNotNone(clientFromString(reactor, client["backend"]))
+
+
+class HandshakeBackoffTests(SynchronousTestCase):
+    def test_handshakeFailureBacksOff(self) -> None:
+        """
+        A TLS handshake that fails is a failed connect: the backend is not
+        reachable, requests fail fast through the backoff, and the backoff
+        grows with each handshake failure in a row.
+        """
+        clock = Clock()
+        endpoint = FakeEndpoint()
+        client = SockShareClientFactory(endpoint, clock, connectBackoff=lambda failures: 2.0**failures)
+        for delay in (1.0, 2.0, 4.0):
+            d = client.request(b"x")
+            endpoint.last.succeed()
+            endpoint.last.lose(SSL.Error([("SSL routines", "", "certificate verify failed")]))
+            self.assertIn("TLS", self.failureResultOf(d, ConnectFailed).getErrorMessage())
+            self.assertFalse(client.reachable)
+            attempts = len(endpoint.attempts)
+            self.failureResultOf(client.request(b"fast"), ConnectFailed)
+            self.assertEqual(len(endpoint.attempts), attempts)
+            clock.advance(delay - 0.01)
+            self.failureResultOf(client.request(b"still backing off"), ConnectFailed)
+            clock.advance(0.01)
+        self.assertEqual(client.stats()["connectFailures"], 3)

@@ -32,6 +32,9 @@ class _Connector:
 
     # Connect failures in a row, and when the next attempt may start.
     _failuresInRow = 0
+    # The failures in a row before the last connection was made: a TLS
+    # handshake that then fails continues that streak.
+    _failuresBeforeConnect = 0
     _retryAt = 0.0
     _lastConnectError = ""
 
@@ -85,7 +88,7 @@ class _Connector:
         current = self._state is connecting
         waiting = self._attemptEnded(connecting)
         self._events.connectionsOpened += 1
-        self._failuresInRow = 0
+        self._failuresBeforeConnect, self._failuresInRow = self._failuresInRow, 0
         if connection.state is LOST:
             # connectionLost ran before the endpoint reported the connection.
             self._connectFailed(
@@ -111,19 +114,41 @@ class _Connector:
         why = connecting.abandoned or reason.getErrorMessage()
         if connecting.abandoned != "closing":
             self._events.connectFailures += 1
-            delay = self._connectBackoff(self._failuresInRow)
-            self._failuresInRow += 1
-            self._retryAt = self._clock.seconds() + delay
-            self._lastConnectError = why
-            _log.warn(
-                "Could not connect to {endpoint}: {why}; next attempt in {delay:.2f} s at the earliest",
-                endpoint=self.endpointDescription,
-                why=why,
-                delay=delay,
-            )
+            self._backOff(self._failuresInRow, why)
         error = ConnectFailed(f"could not connect to {self.endpointDescription}: {why}")
         for request in waiting:
             if not request.called:
                 self._fail(request, error)
         if not self._pending:
             self._quiet()
+
+    def _backOff(self, failuresBefore: int, why: str) -> None:
+        """
+        A connect failed (C{why}) after C{failuresBefore} in a row: the next
+        attempt waits C{connectBackoff}, and requests meanwhile fail at once.
+        """
+        delay = self._connectBackoff(failuresBefore)
+        self._failuresInRow = failuresBefore + 1
+        self._retryAt = self._clock.seconds() + delay
+        self._lastConnectError = why
+        _log.warn(
+            "Could not connect to {endpoint}: {why}; next attempt in {delay:.2f} s at the earliest",
+            endpoint=self.endpointDescription,
+            why=why,
+            delay=delay,
+        )
+
+    def _handshakeFailed(self) -> None:
+        """
+        The TLS handshake of the connection just made failed: a failed
+        connect, for the backoff and L{reachable}, as a refused one is.
+        """
+        self._backOff(self._failuresBeforeConnect, "the TLS handshake failed")
+
+    @property
+    def backingOff(self) -> bool:
+        """
+        Whether connect attempts are being held back after failures: a
+        request now fails at once with C{ConnectFailed}.
+        """
+        return self._retryAt > self._clock.seconds()

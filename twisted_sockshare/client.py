@@ -50,10 +50,10 @@ from .codecs import NEXT, Codec
 from .connection import ConnectionState, SockShareClientProtocol
 from .errors import (
     ClientClosed,
-    InvalidRequest,
     PayloadTooLarge,
     RemoteError,
     TooManyPending,
+    _codecRefusal,
 )
 from .interfaces import ISockShareClient
 from .options import ClientOptions, parseEndpoint
@@ -278,9 +278,9 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         if self._encodeEarly:
             try:
                 payload = self.codec.encodeRequest(NEXT, payload)
-            except InvalidRequest as error:
+            except Exception as error:
                 self._events.rejected += 1
-                return fail(error)
+                return fail(_codecRefusal(error))
         request = _Request(self._canceller)
         request.sentAt = self._seconds()
         if self._deadlineCall is None:
@@ -350,8 +350,10 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
 
     def _connectionGone(self, connection: SockShareClientProtocol, tlsFailed: bool) -> None:
         self._events.connectionsClosed += 1
-        self._events.connectFailures += tlsFailed
         self._connections.discard(connection)
+        if tlsFailed:
+            self._events.connectFailures += 1
+            self._handshakeFailed()
         self._connectionUnusable(connection)
         if not self._pending:
             self._quiet()
@@ -443,18 +445,22 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         state = self._state
         if state is _CLOSED:
             return succeed(None)
-        if type(state) is not _Closing:
+        # The waiter is in place before any connection is told to close: a
+        # transport may report the loss at once, and the client be closed
+        # before this returns.
+        waiter: Deferred[None] = Deferred()
+        if type(state) is _Closing:
+            state.waiters.append(waiter)
+        else:
             _log.debug("Closing the client for {endpoint}", endpoint=self.endpointDescription)
             connecting = state if type(state) is _Connecting else None
             closing = _Closing(connecting, self._clock, self.closeTimeout, self._closeTimedOut)
+            closing.waiters.append(waiter)
             self._state = closing
             if type(state) is _Connected:
                 state.cancelIdle()
             for connection in list(self._connections):
                 connection.retire()
-            state = closing
-        waiter: Deferred[None] = Deferred()
-        state.waiters.append(waiter)
         if not self._pending:
             self._quiet()
         return waiter

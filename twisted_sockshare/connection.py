@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from ._liveness import _Liveness
 from ._sendnow import canSendNow, sendNow
 from .codecs import NEXT, Multiplexed
-from .errors import ConnectFailed, ConnectionDropped, ProtocolViolation
+from .errors import ConnectFailed, ConnectionDropped, ProtocolViolation, _codecRefusal
 from .wire import (
     CANCEL,
     ERROR,
@@ -199,22 +199,28 @@ class SockShareClientProtocol(Protocol):
     def send(self, request: _Request, payload: bytes) -> None:
         """
         Write C{request} with an id not outstanding here.  Only a L{LIVE}
-        connection is given requests.
+        connection is given requests.  If the codec cannot encode it, the
+        request fails alone (L{InvalidRequest}) and is not written.
         """
         table = self._table
         requestId = self._nextId
         while requestId in table:
             requestId = (requestId + 1) & MAX_REQUEST_ID
         self._nextId = (requestId + 1) & MAX_REQUEST_ID
-        request.requestId = requestId
-        request.connection = self
-        request.mark = self._chunks
-        table[requestId] = request
         encode = self._encode
         if encode is None:
             frame = packHeader(MIN_LENGTH + len(payload), requestId, REQUEST) + payload
         else:
-            frame = encode(requestId, payload)
+            try:
+                frame = encode(requestId, payload)
+            except Exception as error:
+                # The codec refused it: it fails alone, and never was here.
+                self._owner._fail(request, _codecRefusal(error))
+                return
+        request.requestId = requestId
+        request.connection = self
+        request.mark = self._chunks
+        table[requestId] = request
         batch = self._batch
         if batch is not None:
             batch.append(frame)
@@ -328,7 +334,8 @@ class SockShareClientProtocol(Protocol):
         codec) and C{cancel}, a CANCEL is sent and the id stays held until the
         server's reply, which then counts as late; with an ordered codec the
         request keeps its place in line, so its reply is not taken for the
-        next request's.  Either way it counts among L{orphans} until then.
+        next request's.  In both of these cases it counts among L{orphans}
+        until then; otherwise its id is free at once.
 
         @return: 1 if a CANCEL was sent, else 0.
         """

@@ -74,6 +74,18 @@ class InvalidRequest(SockShareError, ValueError):
     """
 
 
+def _codecRefusal(error: Exception) -> InvalidRequest:
+    """
+    What a request fails with when the codec's C{encodeRequest} raised
+    C{error}: the codec's own L{InvalidRequest}, or one naming the error.
+    """
+    if isinstance(error, InvalidRequest):
+        return error
+    refusal = InvalidRequest(f"the codec could not encode the request: {type(error).__name__}: {error}")
+    refusal.__cause__ = error
+    return refusal
+
+
 class ClientClosed(SockShareError):
     """
     The client was closed with C{close()}; it takes no new requests.
