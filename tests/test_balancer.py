@@ -5,12 +5,14 @@ endpoints and a fake clock.
 
 from __future__ import annotations
 
+from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_sockshare import ConnectFailed, ConnectionDropped, RequestTimeout
+from twisted_sockshare import ClientClosed, ConnectFailed, ConnectionDropped, RequestTimeout
 from twisted_sockshare.balancer import OUTLIER_STREAK, SockShareBalancer, Target
+from twisted_sockshare.wire import CANCEL
 
 from .helpers import FakeEndpoint
 
@@ -224,3 +226,94 @@ class MembershipTests(BalancerCase):
         self.failureResultOf(
             SockShareBalancer([FakeEndpoint()], self.clock).request(b"x"), ConnectFailed
         ) if False else None
+
+
+class EjectionBackoffTests(BalancerCase):
+    def setUp(self) -> None:
+        super().setUp()
+        # Four endpoints, so that two may be ejected at once.
+        self.endpoints.append(FakeEndpoint())
+
+    def dropStreak(self, balancer: SockShareBalancer, index: int) -> None:
+        """
+        Five requests in a row go to endpoint C{index} (the first one up,
+        with random 0) and are dropped with their connection.
+        """
+        for _ in range(OUTLIER_STREAK):
+            d = balancer.request(b"x")
+            self.endpoints[index].last.succeed()
+            self.endpoints[index].last.drop()
+            self.failureResultOf(d, ConnectionDropped)
+
+    def down(self, balancer: SockShareBalancer) -> list[int]:
+        return [stats["down"] for stats in balancer.endpointStats().values()]
+
+    def test_backoffPerMember(self) -> None:
+        """Ejections of one member do not lengthen the first ejection of another (base backoff, halved: 0.5 s)."""
+        balancer = self.balancer()
+        for _ in range(3):
+            self.dropStreak(balancer, 0)
+            self.clock.advance(2.5)  # past the longest of these (2 s)
+        self.dropStreak(balancer, 0)  # its fourth: 2 s
+        self.dropStreak(balancer, 1)  # its first
+        self.assertEqual(balancer.stats()["ejections"], 5)
+        self.assertEqual(self.down(balancer), [1, 1, 0, 0])
+        self.clock.advance(0.6)
+        self.assertEqual(self.down(balancer), [1, 0, 0, 0])
+        self.clock.advance(1.5)
+        self.assertEqual(self.down(balancer), [0, 0, 0, 0])
+
+    def test_answerResetsTheBackoff(self) -> None:
+        """A member that answers after an ejection starts its next ejection from the base backoff."""
+        balancer = self.balancer()
+        for _ in range(2):
+            self.dropStreak(balancer, 0)
+            self.clock.advance(2.5)
+        d = balancer.request(b"x")
+        self.endpoints[0].last.succeed()
+        self.endpoints[0].last.respond(0, b"ok")
+        self.successResultOf(d)
+        self.endpoints[0].last.drop()
+        self.dropStreak(balancer, 0)
+        self.clock.advance(0.6)
+        self.assertEqual(self.down(balancer), [0, 0, 0, 0])
+
+    def test_closeCancelsReadmission(self) -> None:
+        """close() cancels the timer that would re-admit an ejected member."""
+        balancer = self.balancer()
+        self.dropStreak(balancer, 0)
+        self.assertEqual(self.down(balancer), [1, 0, 0, 0])
+        self.successResultOf(balancer.close())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class ClosedBalancerTests(BalancerCase):
+    def test_requestAfterClose(self) -> None:
+        """After close(), a request fails at once with ClientClosed (not ConnectFailed) and schedules nothing."""
+        balancer = self.balancer()
+        self.successResultOf(balancer.close())
+        failure = self.failureResultOf(balancer.request(b"x"), ClientClosed)
+        self.assertIn("closed", failure.getErrorMessage())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(balancer.stats()["rejected"], 1)
+
+    def test_cancelReachesTheEndpoint(self) -> None:
+        """Cancelling a balancer's request cancels it on its endpoint: pending returns to 0, CANCEL is sent."""
+        balancer = self.balancer()
+        d = balancer.request(b"x")
+        self.endpoints[0].last.succeed()
+        self.assertEqual(balancer.pending, 1)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(balancer.pending, 0)
+        self.assertEqual(len(self.endpoints[0].last.sentFrames(CANCEL)), 1)
+        stats = balancer.stats()
+        self.assertEqual((stats["cancelled"], stats["requests"], stats["failures"]), (1, 1, 1))
+
+    def test_optionsCheckedWhenMade(self) -> None:
+        """A misspelt client option is refused by the balancer's constructor, naming it."""
+        with self.assertRaises(TypeError) as raised:
+            self.balancer(requestTimout=5)
+        self.assertIn("requestTimout", str(raised.exception))
+        with self.assertRaises(ValueError):
+            self.balancer(idleTimeout=-1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.names import dns
 from twisted.names.error import DNSNameError, DNSServerError
@@ -175,6 +175,42 @@ class DiscoveryTests(SynchronousTestCase):
         balancer.close()
         self.failureResultOf(d, ClientClosed)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_cancelWhileWaitingForTheFirstAnswer(self) -> None:
+        """A request cancelled before the first answer fails at once, frees its timer, and is never sent."""
+        answer = self.resolver.held[SERVICE] = Deferred()
+        balancer = self.balancer(connectTimeout=5.0)
+        d = balancer.request(b"cancelled")
+        self.assertEqual(balancer.pending, 1)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(balancer.pending, 0)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        answer.callback(([srv("10.0.0.5", 9005)], [], []))
+        self.assertEqual(self.connected(), [])
+        stats = balancer.stats()
+        self.assertEqual((stats["requests"], stats["cancelled"], stats["failures"]), (1, 1, 1))
+
+    def test_closedWhileLookingUp(self) -> None:
+        """An answer that comes after close() makes no client; a request after close() schedules nothing."""
+        answer = self.resolver.held[SERVICE] = Deferred()
+        balancer = self.balancer()
+        self.successResultOf(balancer.close())
+        answer.callback(([srv("10.0.0.5", 9005)], [], []))
+        self.assertEqual(balancer.endpoints, [])
+        self.failureResultOf(balancer.request(b"late"), ClientClosed)
+        self.assertEqual(self.connected(), [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_optionsCheckedWhenMade(self) -> None:
+        """fromDNS refuses a misspelt or out-of-range client option at once, not at the first answer."""
+        with self.assertRaises(TypeError) as raised:
+            SockShareBalancer.fromDNS(SERVICE, self.reactor, resolver=self.resolver, requestTimout=5)
+        self.assertIn("requestTimout", str(raised.exception))
+        with self.assertRaises(ValueError) as negative:
+            SockShareBalancer.fromDNS(SERVICE, self.reactor, resolver=self.resolver, idleTimeout=-1)
+        self.assertIn("idleTimeout", str(negative.exception))
+        self.assertEqual(self.resolver.lookups, [])
 
     def test_connectFailureRefreshesEarly(self) -> None:
         """A member that cannot be reached brings the next lookup forward, at most once a second."""

@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.internet import backoffPolicy
-from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._reactor import maybeGlobalReactor
 from .client import SockShareClientFactory
-from .errors import ClientClosed, ConnectFailed, ConnectionDropped, ProtocolViolation, RequestTimeout
+from .errors import ClientClosed, ConnectFailed, ConnectionDropped, ProtocolViolation, RemoteError, RequestTimeout
 from .interfaces import ISockShareClient
+from .options import ClientOptions
 from .stats import ClientStats
 
 _log = Logger(namespace="twisted_sockshare.pool")
@@ -57,6 +58,9 @@ class _Member:
     @ivar streak: outlier failures (L{OUTLIER_ERRORS}) in a row.
     @ivar downUntil: skipped until then.
     @ivar ejected: whether it is skipped as an outlier (not for connects).
+    @ivar ejections: times it was ejected since it last answered; the next
+        ejection lasts longer for each.
+    @ivar readmitCall: ends the ejection, while it is ejected.
     """
 
     def __init__(self, key: object, client: SockShareClientFactory, priority: int, weight: int) -> None:
@@ -68,6 +72,41 @@ class _Member:
         self.streak = 0
         self.downUntil = 0.0
         self.ejected = False
+        self.ejections = 0
+        self.readmitCall: IDelayedCall | None = None
+
+    def readmit(self) -> None:
+        """
+        End its ejection (now, or because it left the balancer).
+        """
+        self.ejected = False
+        if self.readmitCall is not None:
+            if self.readmitCall.active():
+                self.readmitCall.cancel()
+            self.readmitCall = None
+
+
+class _Call:
+    """
+    One request of a L{SockShareBalancer}, across its attempts.
+
+    @ivar result: the caller's Deferred.
+    @ivar tried: the members it was sent to.
+    @ivar why: why each earlier attempt failed.
+    @ivar attempt: the member client's Deferred of the attempt under way.
+    @ivar timer: while it waits for the first DNS answer, its time limit.
+    """
+
+    __slots__ = ("payload", "idempotent", "result", "tried", "why", "attempt", "timer")
+
+    def __init__(self, payload: bytes, idempotent: bool, canceller: Callable[[_Call], None]) -> None:
+        self.payload = payload
+        self.idempotent = idempotent
+        self.result: Deferred[bytes] = Deferred(lambda result: canceller(self))
+        self.tried: set[_Member] = set()
+        self.why: list[str] = []
+        self.attempt: Deferred[bytes] | None = None
+        self.timer: IDelayedCall | None = None
 
 
 class _RetryBudget:
@@ -146,13 +185,16 @@ class SockShareBalancer:
             connect; doubled for each further failure in a row (each period
             is randomised between half and all of it), up to C{maxBackoff}.
         @param random: gives numbers in [0, 1), for the choices and the jitter.
-        @param clientOptions: L{SockShareClientFactory}'s keyword options.
+        @param clientOptions: L{SockShareClientFactory}'s keyword options,
+            checked now.
+        @raise TypeError: if an option is unknown or has the wrong type.
         @raise ValueError: if there is no endpoint, or an option is out of range.
         """
         if not endpoints and not self._discovering:
             raise ValueError("a balancer needs at least one endpoint")
         if not 0 < backoff <= maxBackoff:
             raise ValueError(f"need 0 < backoff <= maxBackoff, not {backoff!r} and {maxBackoff!r}")
+        ClientOptions(**clientOptions)
         self._clock = maybeGlobalReactor(reactor)
         self._options = clientOptions
         self._members: list[_Member] = []
@@ -168,10 +210,16 @@ class SockShareBalancer:
         self._retired: list[_Member] = []
         self._retries = 0
         self._ejections = 0
+        # The balancer's own counters: requests it failed or refused
+        # without any member client seeing them.
+        self._own = {"requests": 0, "failures": 0, "rejected": 0, "cancelled": 0}
         self.discoveryFailures = 0
         self._discovery: Any = None
-        # Requests made before the first DNS answer: (payload, result, idempotent, timer).
-        self._early: list[tuple[bytes, Deferred[bytes], bool, Any]] = []
+        # Requests made before the first DNS answer.
+        self._early: list[_Call] = []
+        # Once close() was called: its Deferreds, until every client closed.
+        self._closed = False
+        self._closeWaiters: list[Deferred[None]] | None = None
         if endpoints:
             self.setEndpoints(endpoints)
 
@@ -228,25 +276,31 @@ class SockShareBalancer:
         DNS answered: apply the membership, and send the requests that
         waited for it.
         """
+        if self._closed:
+            return
         self.setEndpoints(targets)
         early, self._early = self._early, []
-        for payload, result, idempotent, timer in early:
-            if timer.active():
-                timer.cancel()
-                self._attempt(payload, result, set(), [], idempotent)
+        for call in early:
+            self._stopWaiting(call)
+            self._attempt(call)
 
-    def _waitForMembers(self, payload: bytes, result: Deferred[bytes], idempotent: bool) -> None:
+    def _waitForMembers(self, call: _Call) -> None:
         timeout = self._options.get("connectTimeout", 10.0) or 10.0
 
         def expired() -> None:
-            self._early = [entry for entry in self._early if entry[1] is not result]
+            call.timer = None
+            self._early.remove(call)
             why = self._discovery.lastError if self._discovery is not None else None
             name = self._discovery.name if self._discovery is not None else "the backend"
-            result.errback(
-                Failure(ConnectFailed(f"no endpoint for {name} after {timeout} s: {why or 'no DNS answer yet'}"))
-            )
+            self._fail(call, ConnectFailed(f"no endpoint for {name} after {timeout} s: {why or 'no DNS answer yet'}"))
 
-        self._early.append((payload, result, idempotent, self._clock.callLater(timeout, expired)))
+        call.timer = self._clock.callLater(timeout, expired)
+        self._early.append(call)
+
+    def _stopWaiting(self, call: _Call) -> None:
+        if call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
 
     # -- Membership --------------------------------------------------------
 
@@ -278,6 +332,7 @@ class SockShareBalancer:
         self._members = members
         for member in current.values():
             _log.info("Endpoint {endpoint} left the membership", endpoint=member.client.endpointDescription)
+            member.readmit()
             self._retired.append(member)
             member.client.close().addBoth(self._departedFully, member)
 
@@ -297,7 +352,11 @@ class SockShareBalancer:
 
     @property
     def pending(self) -> int:
-        return sum(member.client.pending for member in self._members + self._retired)
+        """
+        How many requests were accepted and have not been answered or failed
+        yet (those waiting for the first DNS answer included).
+        """
+        return sum(member.client.pending for member in self._members + self._retired) + len(self._early)
 
     @property
     def reachable(self) -> bool:
@@ -307,22 +366,60 @@ class SockShareBalancer:
         now = self._clock.seconds()
         return any(member.downUntil <= now for member in self._members)
 
+    @property
+    def closed(self) -> bool:
+        """Whether L{close} has been called."""
+        return self._closed
+
     def request(self, payload: bytes, idempotent: bool = False) -> Deferred[bytes]:
         """
         Send C{payload} to an endpoint that is up (see the class
-        description, and L{SockShareClientFactory.request}).
+        description, and L{SockShareClientFactory.request}).  Never raises.
 
         @param idempotent: whether the request may be sent again: if its
             connection is lost before its reply (L{ConnectionDropped}), it is
             tried once more on another endpoint, within the retry budget.
+        @return: a Deferred as L{SockShareClientFactory.request}'s; cancelling
+            it cancels the attempt under way (its endpoint's client sends
+            CANCEL), or the wait for the first DNS answer.  It fails at once
+            with L{ClientClosed} after L{close}, and with C{TypeError} for a
+            payload that is not bytes.
         """
-        result: Deferred[bytes] = Deferred()
+        if self._closed or not isinstance(payload, bytes):
+            self._own["rejected"] += 1
+            if self._closed:
+                return fail(ClientClosed("the balancer is closed; make a new one"))
+            kind = type(payload).__name__
+            return fail(TypeError(f"request() takes bytes, not {kind}; encode text first, e.g. text.encode('utf-8')"))
+        call = _Call(payload, idempotent, self._cancel)
         self._budget.request()
         if not self._members:
-            self._waitForMembers(payload, result, idempotent)
+            self._waitForMembers(call)
         else:
-            self._attempt(payload, result, set(), [], idempotent)
-        return result
+            self._attempt(call)
+        return call.result
+
+    def _cancel(self, call: _Call) -> None:
+        """
+        The caller cancelled C{call}: cancel what it waits for.  Its Deferred
+        then fails with C{CancelledError}.
+        """
+        if call.timer is not None:
+            self._stopWaiting(call)
+            self._early.remove(call)
+            self._own["requests"] += 1
+            self._own["failures"] += 1
+            self._own["cancelled"] += 1
+        elif call.attempt is not None:
+            call.attempt.cancel()
+
+    def _fail(self, call: _Call, error: BaseException) -> None:
+        """
+        Fail C{call} with C{error}, which no member client counted.
+        """
+        self._own["requests"] += 1
+        self._own["failures"] += 1
+        call.result.errback(Failure(error))
 
     def _available(self, exclude: set[_Member]) -> list[_Member]:
         now = self._clock.seconds()
@@ -354,39 +451,32 @@ class SockShareBalancer:
             return second
         return first
 
-    def _attempt(
-        self, payload: bytes, result: Deferred[bytes], tried: set[_Member], why: list[str], idempotent: bool
-    ) -> None:
-        candidates = self._available(tried)
+    def _attempt(self, call: _Call) -> None:
+        if self._closed:
+            self._fail(call, ClientClosed("the balancer was closed before the request could be sent"))
+            return
+        candidates = self._available(call.tried)
         if not candidates:
             now = self._clock.seconds()
             wait = min(m.downUntil for m in self._members) - now
-            detail = "; ".join(why) if why else f"next retry in {max(wait, 0):.1f} s"
-            result.errback(Failure(ConnectFailed(f"all {len(self._members)} endpoints are down ({detail})")))
+            detail = "; ".join(call.why) if call.why else f"next retry in {max(wait, 0):.1f} s"
+            self._fail(call, ConnectFailed(f"all {len(self._members)} endpoints are down ({detail})"))
             return
         member = self._choose(candidates)
-        tried.add(member)
-        member.client.request(payload).addCallbacks(
-            self._succeeded,
-            self._failed,
-            callbackArgs=(member, result),
-            errbackArgs=(member, payload, result, tried, why, idempotent),
-        )
+        call.tried.add(member)
+        call.attempt = attempt = member.client.request(call.payload)
+        attempt.addCallbacks(self._succeeded, self._failed, callbackArgs=(member, call), errbackArgs=(member, call))
 
-    def _succeeded(self, reply: bytes, member: _Member, result: Deferred[bytes]) -> None:
-        member.failures = member.streak = 0
-        result.callback(reply)
+    def _succeeded(self, reply: bytes, member: _Member, call: _Call) -> None:
+        call.attempt = None
+        member.failures = member.streak = member.ejections = 0
+        call.result.callback(reply)
 
-    def _failed(
-        self,
-        reason: Failure,
-        member: _Member,
-        payload: bytes,
-        result: Deferred[bytes],
-        tried: set[_Member],
-        why: list[str],
-        idempotent: bool,
-    ) -> None:
+    def _failed(self, reason: Failure, member: _Member, call: _Call) -> None:
+        call.attempt = None
+        if reason.check(CancelledError):
+            call.result.errback(reason)
+            return
         if reason.check(ConnectFailed):
             if member.downUntil <= self._clock.seconds():
                 # One failed connect fails every request waiting on it: count
@@ -395,33 +485,26 @@ class SockShareBalancer:
                 self._skip(member, member.failures, reason.getErrorMessage())
                 if self._discovery is not None:
                     self._discovery.connectFailed()
-            self._retry(payload, result, tried, why, reason, idempotent)
+            self._retry(call, reason)
             return
         if reason.check(*OUTLIER_ERRORS):
             member.streak += 1
             if member.streak >= OUTLIER_STREAK and not member.ejected:
                 self._eject(member, reason)
-        elif member.client.connected:
-            member.failures = member.streak = 0
-        if idempotent and reason.check(ConnectionDropped) and len(tried) == 1:
-            if self._available(tried) and self._budget.withdraw():
-                self._retry(payload, result, tried, why, reason, idempotent)
+        elif reason.check(RemoteError):
+            # It answered: whatever failed before, it is up.
+            member.failures = member.streak = member.ejections = 0
+        if call.idempotent and reason.check(ConnectionDropped) and len(call.tried) == 1:
+            if self._available(call.tried) and self._budget.withdraw():
+                self._retry(call, reason)
                 return
-        result.errback(reason)
+        call.result.errback(reason)
 
-    def _retry(
-        self,
-        payload: bytes,
-        result: Deferred[bytes],
-        tried: set[_Member],
-        why: list[str],
-        reason: Failure,
-        idempotent: bool,
-    ) -> None:
+    def _retry(self, call: _Call, reason: Failure) -> None:
         # The attempt's failure is the balancer's own, not its caller's.
         self._retries += 1
-        why.append(reason.getErrorMessage())
-        self._attempt(payload, result, tried, why, idempotent)
+        call.why.append(reason.getErrorMessage())
+        self._attempt(call)
 
     def _skip(self, member: _Member, count: int, why: str) -> None:
         period = self._backoffPolicy(count - 1) * (0.5 + 0.5 * self._random())
@@ -440,12 +523,11 @@ class SockShareBalancer:
             return  # never more than half of the endpoints for this
         member.ejected = True
         member.streak = 0
+        member.ejections += 1
         self._ejections += 1
-        self._skip(member, self._ejections, f"{OUTLIER_STREAK} requests in a row failed: {reason.getErrorMessage()}")
-        self._clock.callLater(member.downUntil - now, self._readmit, member)
-
-    def _readmit(self, member: _Member) -> None:
-        member.ejected = False
+        why = f"{OUTLIER_STREAK} requests in a row failed: {reason.getErrorMessage()}"
+        self._skip(member, member.ejections, why)
+        member.readmitCall = self._clock.callLater(member.downUntil - now, member.readmit)
 
     # -- Figures and closing -------------------------------------------------
 
@@ -461,7 +543,11 @@ class SockShareBalancer:
         C{endpointsDown} (members skipped now).
         """
         every = [ClientStats.fromDict(m.client.stats()) for m in self._members + self._retired]
-        totals = ClientStats.total([self._departed, *every]).asDict()
+        own = ClientStats(
+            pending=len(self._early), requests=self._own["requests"] + len(self._early),
+            failures=self._own["failures"], rejected=self._own["rejected"], cancelled=self._own["cancelled"],
+        )  # fmt: skip
+        totals = ClientStats.total([self._departed, own, *every]).asDict()
         totals["requests"] -= self._retries
         totals["failures"] -= self._retries
         now = self._clock.seconds()
@@ -492,16 +578,38 @@ class SockShareBalancer:
 
     def close(self) -> Deferred[None]:
         """
-        Close every endpoint's client gracefully.
+        Close the balancer: new requests fail with L{ClientClosed}, DNS is no
+        longer looked up, requests waiting for the first DNS answer fail with
+        L{ClientClosed}, and every endpoint's client closes (its pending
+        requests get up to C{closeTimeout} seconds).
+
+        @return: a Deferred that fires with L{None} once every client is
+            closed.  Calling it again is harmless.
         """
-        if self._discovery is not None:
-            self._discovery.stop()
-        for _, result, _, timer in self._early:
-            timer.cancel()
-            result.errback(Failure(ClientClosed("the balancer was closed before DNS answered")))
-        self._early = []
-        clients = [m.client for m in self._members + self._retired]
-        return DeferredList([client.close() for client in clients]).addCallback(lambda _: None)
+        waiter: Deferred[None] = Deferred()
+        if self._closeWaiters is not None:
+            self._closeWaiters.append(waiter)
+        elif self._closed:
+            waiter.callback(None)
+        else:
+            self._closed = True
+            self._closeWaiters = [waiter]
+            if self._discovery is not None:
+                self._discovery.stop()
+            early, self._early = self._early, []
+            for call in early:
+                self._stopWaiting(call)
+                self._fail(call, ClientClosed("the balancer was closed before DNS answered"))
+            members = self._members + self._retired
+            for member in members:
+                member.readmit()
+            DeferredList([member.client.close() for member in members]).addCallback(self._allClosed)
+        return waiter
+
+    def _allClosed(self, result: object) -> None:
+        waiters, self._closeWaiters = self._closeWaiters or [], None
+        for waiter in waiters:
+            waiter.callback(None)
 
 
 def _key(endpoint: object) -> object:

@@ -168,6 +168,8 @@ class DNSDiscovery:
         return gatherResults([v4, v6], consumeErrors=True).addCallback(lambda both: both[0] + both[1])
 
     def _found(self, targets: list[Target]) -> None:
+        if self._stopped:  # the balancer closed while the lookup was out
+            return
         if not targets:
             self._failed(Failure(LookupError(f"{self.name} has no address")))
             return
@@ -186,6 +188,8 @@ class DNSDiscovery:
             )
 
     def _failed(self, reason: Failure) -> None:
+        if self._stopped:
+            return
         value: Any = reason.value
         if hasattr(value, "subFailure"):  # gatherResults' FirstError
             value = value.subFailure.value
