@@ -11,9 +11,10 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from twisted_sockshare import ClientClosed, ConnectFailed, ConnectionDropped
+from twisted_sockshare import ClientClosed, ConnectFailed, ConnectionDropped, SockShareServerFactory
 from twisted_sockshare.pool import SockShareBalancer, SockSharePool
 
+from .contract import LoopbackReactor
 from .faults import FaultyBackend, openFileDescriptors
 from .helpers import FakeEndpoint
 
@@ -47,6 +48,23 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d3), b"3")
         b.last.lose()
         self.successResultOf(closed)
+
+    def test_keepsTheBackoffOfADestinationThatIsDown(self) -> None:
+        """Five requests to a destination that refuses: one connect attempt, as from a bare client."""
+        reactor = LoopbackReactor()  # nothing listens: every connect is refused at once
+        pool = SockSharePool(reactor)
+        for _ in range(5):
+            self.failureResultOf(pool.request("tcp:127.0.0.1:9009", b"x"), ConnectFailed)
+        self.assertEqual(len(reactor.tcpClients), 1)
+        self.assertEqual(pool.destinations, ["tcp:127.0.0.1:9009"])
+        self.assertEqual(pool.stats()["tcp:127.0.0.1:9009"]["connectFailures"], 1)
+        # Once it answers, its client is dropped when idle, as any other.
+        reactor.servers[9009] = SockShareServerFactory(bytes.upper, clock=reactor)
+        reactor.advance(10)
+        self.assertEqual(self.successResultOf(pool.request("tcp:127.0.0.1:9009", b"x")), b"X")
+        reactor.advance(10)
+        self.assertEqual(pool.destinations, [])
+        self.successResultOf(pool.close())
 
     def test_endpointStrings(self) -> None:
         """A destination may be an endpoint string."""

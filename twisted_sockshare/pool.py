@@ -25,7 +25,10 @@ _log = Logger(namespace="twisted_sockshare.pool")
 class SockSharePool:
     """
     One shared client per destination, made on the first request to it and
-    dropped once it is idle with no connection.
+    dropped once it is idle with no connection, unless its last connect
+    failed: that client is kept, with its connect backoff, until a connect
+    succeeds (or the pool closes), so requests to a destination that is down
+    fail fast instead of each making a new client that connects again.
 
     A destination is an endpoint string (C{"tcp:10.0.0.7:9000"}), or any
     key given with an endpoint object to L{clientFor} or L{request}.
@@ -78,10 +81,10 @@ class SockSharePool:
     def _sweep(self) -> None:
         """
         Drop the clients with nothing pending and no connection, keeping
-        their counters.
+        their counters; keep those whose last connect failed (their backoff).
         """
         for destination, client in list(self._clients.items()):
-            if not client.pending and not client.openConnections:
+            if not client.pending and not client.openConnections and client.reachable:
                 del self._clients[destination]
                 dropped = self._dropped.get(destination, ClientStats())
                 self._dropped[destination] = dropped + ClientStats.fromDict(client.stats())
