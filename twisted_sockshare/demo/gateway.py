@@ -25,6 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ..errors import (
+    ClientClosed,
     ConnectFailed,
     ConnectionDropped,
     PayloadTooLarge,
@@ -47,6 +48,7 @@ _STATUS: list[tuple[type[BaseException], int, str]] = [
     (RequestTimeout, 504, "backend did not answer in time (RequestTimeout)"),
     (PayloadTooLarge, 413, "payload too large (PayloadTooLarge)"),
     (CancelledError, 503, "the gateway is shutting down; retry on another instance"),
+    (ClientClosed, 503, "the gateway is shutting down; retry on another instance"),
 ]
 
 
@@ -106,7 +108,15 @@ class _Exchange(_GatewayLeaf):
         d = gateway.backend.request(payload)
         gateway.inFlight.add(d)
         finished: list[object] = []
-        request.notifyFinish().addBoth(finished.append)
+
+        def gone(result: object) -> None:
+            finished.append(result)
+            if isinstance(result, Failure):
+                # Its HTTP client went away: nobody waits for the reply, and
+                # the backend is told (CANCEL) to stop working on it.
+                d.cancel()
+
+        request.notifyFinish().addBoth(gone)
 
         def answered(reply: bytes) -> None:
             if not finished:
