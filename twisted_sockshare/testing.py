@@ -3,9 +3,9 @@
 Doubles for testing your own code against twisted_sockshare, with no
 sockets and no real time.
 
-    - L{StubSockShareClient}: a client whose requests a handler answers at
-      once, in memory (as C{treq.testing.StubTreq} answers HTTP requests with
-      a resource).  Use it where your code takes any
+    - L{StubSockShareClient}: the real client, whose requests a handler
+      answers at once, in memory (as C{treq.testing.StubTreq} answers HTTP
+      requests with a resource).  Use it where your code takes any
       L{ISockShareClient}.
     - L{MemoryBackend}: a real L{SockShareServerFactory} behind an endpoint
       that connects in memory (Twisted's C{iosim}), on a L{Clock}: a real
@@ -16,134 +16,217 @@ sockets and no real time.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost, ConnectionRefusedError
+from twisted.internet.interfaces import IConsumer, IProtocol, IProtocolFactory, IStreamClientEndpoint, ITransport
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from zope.interface import implementer
 
 from .client import SockShareClientFactory
-from .errors import ClientClosed, RemoteError
-from .interfaces import ISockShareClient
-from .server import Handler, SockShareServerFactory, describeError
-from .stats import ClientStats
+from .server import Handler, HandlerResult, SockShareServerFactory
 
 
-@implementer(ISockShareClient)
-class StubSockShareClient:
+class StubSockShareClient(SockShareClientFactory):
     """
-    A client answered by C{handler}, in memory.
+    A real L{SockShareClientFactory} whose backend is C{handler}, reached
+    over an in-memory connection that delivers every byte as soon as it is
+    written: a request whose handler returns bytes is answered before
+    C{request()} returns (as C{treq.testing.StubTreq} drives the real treq).
 
-    The handler gets each request's payload and returns the reply's bytes, a
-    Deferred of them, or a coroutine returning them, as a server's handler
-    does; an exception it raises or fails with fails the request with
-    L{RemoteError} carrying C{"ClassName: text"}, as the backend's ERROR frame
-    would.  A payload that is not bytes fails with C{TypeError}, and requests
-    after L{close} with L{ClientClosed}, as with the real client.
+    The handler is a server's (a real L{SockShareServerFactory} runs it): it
+    gets each request's payload and returns the reply's bytes, a Deferred of
+    them, or a coroutine returning them; an exception it raises or fails
+    with fails the request with L{RemoteError} carrying C{"ClassName:
+    text"}.  Every rule of the client holds, since it is the client: its
+    options (C{maxPending}, C{maxPayload}, C{requestTimeout},
+    C{closeTimeout}...) are checked and enforced, a cancelled request sends
+    CANCEL (the handler's Deferred is cancelled), and its timers run on
+    L{clock}.
 
-    @ivar requests: every payload accepted, in order.
+    @ivar requests: every payload the handler was given, in order.
+    @ivar clock: the time of the client's timeouts (advance it to fire them).
+    @ivar serverFactory: the server running the handler; its C{stats()}
+        show what it saw.
     """
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, clock: Clock | None = None, **options: Any) -> None:
         """
         @param handler: answers each request (see L{SockShareServerFactory}).
+        @param clock: the client's clock; a new L{Clock} if L{None}.
+        @param options: L{SockShareClientFactory}'s keyword options.
+        @raise TypeError: if an option is unknown or has the wrong type.
+        @raise ValueError: if an option is out of range.
         """
-        self._handler = handler
-        self._pending: set[Deferred[bytes]] = set()
-        # The handler's Deferred of each pending request.
-        self._answers: dict[Deferred[bytes], Deferred[Any]] = {}
-        self._closing = False
-        self._closeWaiters: list[Deferred[None]] = []
-        self._counts = {"responses": 0, "remoteErrors": 0, "failures": 0, "rejected": 0, "cancelled": 0}
-        self._peak = 0
         self.requests: list[bytes] = []
+        self.clock = clock if clock is not None else Clock()
+        endpoint = _LoopbackEndpoint("stub:sockshare")
+        super().__init__(endpoint, self.clock, **options)
+
+        def record(payload: bytes) -> HandlerResult:
+            self.requests.append(payload)
+            return handler(payload)
+
+        # The server takes what the client may send, and holds as many
+        # requests in its handler as the client may have pending.
+        self.serverFactory = endpoint.serverFactory = _StubServerFactory(
+            record, clock=self.clock, maxPayload=self.maxPayload, maxInFlight=self.maxPending, frameTimeout=None
+        )
+
+
+class _StubServerFactory(SockShareServerFactory):
+    logHandlerFailures = False
+
+
+@implementer(ITransport, IConsumer)
+class _LoopbackTransport:
+    """
+    One end of a L{_Link}.
+    """
+
+    disconnecting = False
+    producer: Any = None
+
+    def __init__(self, link: _Link, protocol: IProtocol) -> None:
+        self._link = link
+        self.protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        if data and not self.disconnecting:
+            self._link.deliver(self, data)
+
+    def writeSequence(self, data: list[bytes]) -> None:  # type: ignore[override]
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        self._link.close(self, abort=False)
+
+    def abortConnection(self) -> None:
+        self._link.close(self, abort=True)
+
+    def getPeer(self) -> IPv4Address:
+        return _ADDRESS
+
+    def getHost(self) -> IPv4Address:
+        return _ADDRESS
+
+    # The server registers itself as its transport's producer, and pauses
+    # reading at its in-flight bound; it then keeps what it read in its own
+    # backlog, so nothing here needs to stop.
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        self.loseConnection()
+
+
+class _Link:
+    """
+    An in-memory connection between two protocols: what one end writes is
+    delivered to the other at once, or, while a delivery is under way, right
+    after it, in order (never from inside the peer's own C{dataReceived}).
+    A close delivers what was written before it (an abort drops it), then
+    C{connectionLost} to both ends.
+    """
+
+    def __init__(self, one: IProtocol, other: IProtocol) -> None:
+        self.ends = (_LoopbackTransport(self, one), _LoopbackTransport(self, other))
+        self._queue: deque[tuple[IProtocol, bytes]] = deque()
+        self._delivering = False
+        self._lost: list[tuple[IProtocol, Failure]] | None = None
 
     @property
-    def pending(self) -> int:
-        """How many requests wait for the handler."""
-        return len(self._pending)
+    def open(self) -> bool:
+        """Whether C{connectionLost} has not reached both ends yet."""
+        return self._lost is None or bool(self._lost)
 
-    def request(self, payload: bytes) -> Deferred[bytes]:
-        """
-        Hand C{payload} to the handler.  Never raises.
-        """
-        if not isinstance(payload, bytes):
-            self._counts["rejected"] += 1
-            return fail(TypeError(f"request() takes bytes, not {type(payload).__name__}"))
-        if self._closing:
-            self._counts["rejected"] += 1
-            return fail(ClientClosed("the stub client is closed"))
-        self.requests.append(payload)
-        answer = maybeDeferred(self._handler, payload)
-        result: Deferred[bytes] = Deferred(self._cancel)
-        self._answers[result] = answer
-        self._pending.add(result)
-        self._peak = max(self._peak, len(self._pending))
-        answer.addCallbacks(self._answered, self._failed, callbackArgs=(result,), errbackArgs=(result,))
-        return result
+    def deliver(self, source: _LoopbackTransport, data: bytes) -> None:
+        target = self.ends[1] if source is self.ends[0] else self.ends[0]
+        self._queue.append((target.protocol, data))
+        self._run()
 
-    def _cancel(self, result: Deferred[bytes]) -> None:
-        # The request fails with CancelledError once this returns.
-        self._pending.discard(result)
-        self._counts["cancelled"] += 1
-        self._counts["failures"] += 1
-        self._answers.pop(result).cancel()
-        self._maybeClosed()
-
-    def _answered(self, reply: object, result: Deferred[bytes]) -> None:
-        if result not in self._pending:  # cancelled by the caller
+    def close(self, source: _LoopbackTransport, abort: bool) -> None:
+        if self._lost is not None:
             return
-        if not isinstance(reply, (bytes, bytearray)):
-            self._failed(Failure(TypeError(f"handler returned {type(reply).__name__}, not bytes")), result)
+        peer = self.ends[1] if source is self.ends[0] else self.ends[0]
+        for end in self.ends:
+            end.disconnecting = True
+        if abort:
+            self._queue.clear()
+            reasons = (Failure(ConnectionAborted()), Failure(ConnectionLost("the peer aborted the connection")))
+        else:
+            reasons = (Failure(ConnectionDone()), Failure(ConnectionDone()))
+        self._lost = [(source.protocol, reasons[0]), (peer.protocol, reasons[1])]
+        self._run()
+
+    def _run(self) -> None:
+        if self._delivering:
             return
-        self._pending.discard(result)
-        self._answers.pop(result, None)
-        self._counts["responses"] += 1
-        result.callback(bytes(reply))
-        self._maybeClosed()
+        self._delivering = True
+        try:
+            while self._queue:
+                protocol, data = self._queue.popleft()
+                protocol.dataReceived(data)
+            if self._lost:
+                lost, self._lost = self._lost, []
+                for protocol, reason in lost:
+                    protocol.connectionLost(reason)
+        finally:
+            self._delivering = False
 
-    def _failed(self, reason: Failure, result: Deferred[bytes]) -> None:
-        if result not in self._pending:  # cancelled by the caller
-            return
-        self._pending.discard(result)
-        self._answers.pop(result, None)
-        assert reason.value is not None
-        self._counts["remoteErrors"] += 1
-        result.errback(Failure(RemoteError(describeError(reason.value))))
-        self._maybeClosed()
 
-    def close(self) -> Deferred[None]:
-        """
-        Refuse new requests; fire once the pending ones are answered.
-        """
-        self._closing = True
-        waiter: Deferred[None] = Deferred()
-        self._closeWaiters.append(waiter)
-        self._maybeClosed()
-        return waiter
+_ADDRESS = IPv4Address("TCP", "127.0.0.1", 9000)
 
-    def _maybeClosed(self) -> None:
-        if self._closing and not self._pending:
-            waiters, self._closeWaiters = self._closeWaiters, []
-            for waiter in waiters:
-                waiter.callback(None)
 
-    def stats(self) -> dict[str, int]:
-        """
-        The same keys as L{SockShareClientFactory.stats}; connection counters
-        stay 0.
-        """
-        counts = self._counts
-        return ClientStats(
-            pending=len(self._pending),
-            peakPending=self._peak,
-            requests=counts["responses"] + counts["remoteErrors"] + counts["failures"] + len(self._pending),
-            **counts,
-        ).asDict()
+@implementer(IStreamClientEndpoint)
+class _LoopbackEndpoint:
+    """
+    Connects to C{serverFactory} over a new L{_Link}, at once.
+    """
+
+    serverFactory: IProtocolFactory | None = None
+
+    def __init__(self, description: str) -> None:
+        self._description = description
+
+    def __repr__(self) -> str:
+        return self._description
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        assert self.serverFactory is not None
+        link = _loopback(self.serverFactory, factory)
+        if link is None:
+            return fail(ConnectionRefusedError("the server refused the connection"))
+        return succeed(link.ends[1].protocol)
+
+
+def _loopback(serverFactory: IProtocolFactory, clientFactory: IProtocolFactory) -> _Link | None:
+    """
+    Connect a protocol of C{clientFactory} to one of C{serverFactory} over a
+    new L{_Link}, at once; L{None} if either factory refuses.
+    """
+    client = clientFactory.buildProtocol(_ADDRESS)
+    server = serverFactory.buildProtocol(_ADDRESS)
+    if client is None or server is None:
+        return None
+    link = _Link(server, client)
+    server.makeConnection(link.ends[0])
+    client.makeConnection(link.ends[1])
+    return link
 
 
 @implementer(IStreamClientEndpoint)
