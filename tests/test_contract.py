@@ -1,0 +1,325 @@
+"""
+One promise, kept by every implementation of L{ISockShareClient}: the shared
+client, the balancer (static members and from DNS), a pool's destination and
+the stub.  C{request()} never raises; every Deferred fires exactly once;
+C{cancel()} fails that request alone and frees what it held; C{close()} is
+bounded and refuses what comes after; options are checked when it is made;
+nothing is left scheduled or open afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from twisted_sockshare import (
+    ClientClosed,
+    InvalidRequest,
+    PayloadTooLarge,
+    RemoteError,
+    RequestTimeout,
+    SockShareError,
+    TooManyPending,
+)
+from twisted_sockshare.interfaces import ISockShareClient
+from twisted_sockshare.stats import STAT_KEYS
+
+from .contract import IMPLEMENTATIONS, Backends, RefusingCodec
+
+
+class Outcomes:
+    """
+    Every Deferred a test got, and each result it fired with; a second
+    firing would be recorded too (Deferreds refuse it, but the record shows
+    it).
+    """
+
+    def __init__(self) -> None:
+        self.results: list[list[object]] = []
+
+    def track(self, d: Deferred[bytes]) -> list[object]:
+        results: list[object] = []
+        self.results.append(results)
+
+        def record(result: object) -> None:
+            results.append(result)
+
+        d.addBoth(record)
+        return results
+
+    def allFiredOnce(self) -> bool:
+        return all(len(results) == 1 for results in self.results)
+
+
+def failedWith(results: list[object], kind: type[BaseException]) -> bool:
+    return len(results) == 1 and isinstance(results[0], Failure) and results[0].check(kind) is not None
+
+
+class ContractMixin:
+    """
+    The checks; each subclass names one implementation.
+    """
+
+    make: Callable[..., Any]
+    endpoints: int
+    throughReactor: bool
+
+    assertEqual: Callable[..., None]
+    assertTrue: Callable[..., None]
+    assertFalse: Callable[..., None]
+    assertIn: Callable[..., None]
+    assertRaises: Callable[..., Any]
+    addCleanup: Callable[..., None]
+    flushLoggedErrors: Callable[..., Any]
+
+    def setUp(self) -> None:
+        self.backends = Backends()
+        self.reactor = self.backends.reactor
+        self.handler = self.backends.handler
+        self.outcomes = Outcomes()
+
+    def client(self, **options: Any) -> Any:
+        options.setdefault("idleTimeout", 1.0)
+        return type(self).make(self.backends, **options)
+
+    def openTransports(self, client: Any) -> int:
+        if self.throughReactor:
+            return len(self.reactor.openLinks)
+        return client.openConnections  # the stub's own in-memory link
+
+    def assertNothingLeft(self, client: Any) -> None:
+        """
+        Close C{client}, let the close finish, and check that nothing is
+        pending, scheduled or open, and that every Deferred fired once.
+        """
+        closed = self.outcomes.track(client.close())
+        self.reactor.advance(60)
+        self.assertEqual(len(closed), 1)
+        self.assertEqual(client.pending, 0)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.openTransports(client), 0)
+        self.assertTrue(self.outcomes.allFiredOnce(), self.outcomes.results)
+
+    # -- The checks -----------------------------------------------------------
+
+    def test_providesTheInterface(self) -> None:
+        """It provides ISockShareClient, and its stats() has the client's keys."""
+        client = self.client()
+        self.assertTrue(verifyObject(ISockShareClient, client))
+        self.assertEqual([key for key in STAT_KEYS if key in client.stats()], list(STAT_KEYS))
+
+    def test_neverRaises(self) -> None:
+        """request() returns a failed Deferred for any bad argument, before and after close()."""
+        client = self.client(maxPayload=100)
+        for argument in [None, "text", 7, object(), bytearray(b"x"), b"x" * 101]:
+            results = self.outcomes.track(client.request(argument))
+            self.assertTrue(failedWith(results, TypeError) or failedWith(results, PayloadTooLarge), results)
+        client.close()
+        for argument in [b"echo", None]:
+            results = self.outcomes.track(client.request(argument))
+            self.assertTrue(failedWith(results, ClientClosed) or failedWith(results, TypeError), results)
+        self.assertNothingLeft(client)
+
+    def test_everyKindOfAnswer(self) -> None:
+        """A reply now, from a coroutine, later, or a handler's error: each fires once, with what it should."""
+        client = self.client()
+        echo = self.outcomes.track(client.request(b"echo 1"))
+        coroutine = self.outcomes.track(client.request(b"async 2"))
+        error = self.outcomes.track(client.request(b"raise 3"))
+        later = self.outcomes.track(client.request(b"hold 4"))
+        self.assertEqual((echo, coroutine, later), ([b"echo 1"], [b"async 2"], []))
+        self.assertTrue(failedWith(error, RemoteError))
+        self.assertIn("ValueError: the handler refused raise 3", str(error[0].value))  # type: ignore[union-attr]
+        self.assertEqual(client.pending, 1)
+        self.handler.answer(b"hold 4")
+        self.assertEqual(later, [b"hold 4"])
+        self.flushLoggedErrors(ValueError)  # the real servers log the handler's error
+        self.assertEqual(client.pending, 0)
+        stats = client.stats()
+        self.assertEqual((stats["requests"], stats["responses"], stats["remoteErrors"]), (4, 3, 1))
+        self.assertNothingLeft(client)
+
+    def test_cancelFreesWhatItHeld(self) -> None:
+        """cancel() fails that request alone, frees its pending count, and tells the backend (CANCEL)."""
+        client = self.client(requestTimeout=5.0)
+        first = self.outcomes.track(client.request(b"hold 1"))
+        second = client.request(b"hold 2")
+        secondResults = self.outcomes.track(second)
+        self.assertEqual(client.pending, 2)
+        second.cancel()
+        self.assertTrue(failedWith(secondResults, CancelledError))
+        self.assertEqual(client.pending, 1)
+        self.assertEqual(self.handler.cancelled, [b"hold 2"])
+        self.assertEqual(client.stats()["cancelled"], 1)
+        self.handler.answer(b"hold 1")
+        self.assertEqual(first, [b"hold 1"])
+        self.assertNothingLeft(client)
+
+    def test_timeoutFailsOneAndCancels(self) -> None:
+        """requestTimeout fails the late request alone and cancels its handler; the others go on."""
+        client = self.client(requestTimeout=5.0)
+        late = self.outcomes.track(client.request(b"hold late"))
+        self.reactor.advance(3)
+        onTime = self.outcomes.track(client.request(b"hold on time"))
+        self.reactor.advance(2)
+        self.assertTrue(failedWith(late, RequestTimeout))
+        self.assertEqual(self.handler.cancelled, [b"hold late"])
+        self.assertEqual(onTime, [])
+        self.handler.answer(b"hold on time")
+        self.assertEqual(onTime, [b"hold on time"])
+        self.assertNothingLeft(client)
+
+    def test_closeIsBounded(self) -> None:
+        """close() lets pending requests run closeTimeout seconds, then fails them with ClientClosed and fires."""
+        client = self.client(closeTimeout=3.0, requestTimeout=None)
+        stuck = self.outcomes.track(client.request(b"hold stuck"))
+        closed = self.outcomes.track(client.close())
+        self.reactor.advance(2.9)
+        self.assertEqual((stuck, closed), ([], []))
+        self.reactor.advance(0.1)
+        self.assertTrue(failedWith(stuck, ClientClosed))
+        self.assertEqual(closed, [None])
+        after = self.outcomes.track(client.request(b"echo after"))
+        self.assertTrue(failedWith(after, ClientClosed))
+        self.assertEqual(self.outcomes.track(client.close()), [None])
+        self.assertNothingLeft(client)
+
+    def test_closeLetsPendingFinish(self) -> None:
+        """A request pending at close() is still answered; close() fires after it."""
+        client = self.client()
+        pending = self.outcomes.track(client.request(b"hold 1"))
+        closed = self.outcomes.track(client.close())
+        self.assertEqual(closed, [])
+        self.handler.answer(b"hold 1")
+        self.assertEqual((pending, closed), ([b"hold 1"], [None]))
+        self.assertNothingLeft(client)
+
+    def test_optionsCheckedWhenMade(self) -> None:
+        """A misspelt or out-of-range option is refused when it is made, naming the option."""
+        with self.assertRaises(TypeError) as typo:
+            self.client(requestTimout=5)
+        self.assertIn("requestTimout", str(typo.exception))
+        with self.assertRaises(ValueError) as negative:
+            self.client(idleTimeout=-1)
+        self.assertIn("idleTimeout", str(negative.exception))
+        with self.assertRaises(TypeError) as wrongType:
+            self.client(maxPending="many")
+        self.assertIn("maxPending", str(wrongType.exception))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_maxPendingEnforced(self) -> None:
+        """maxPending requests may be pending per endpoint; one more fails at once with TooManyPending."""
+        client = self.client(maxPending=2)
+        allowed = [self.outcomes.track(client.request(b"hold %d" % i)) for i in range(2 * self.endpoints)]
+        refused = self.outcomes.track(client.request(b"hold over"))
+        self.assertTrue(failedWith(refused, TooManyPending), refused)
+        self.assertEqual(client.pending, 2 * self.endpoints)
+        for i in range(2 * self.endpoints):
+            self.handler.answer(b"hold %d" % i)
+        self.assertEqual(allowed, [[b"hold %d" % i] for i in range(2 * self.endpoints)])
+        self.assertNothingLeft(client)
+
+    def test_codecRefusalFailsThatRequestAlone(self) -> None:
+        """A codec that refuses a payload, or raises anything, fails that request alone; the others go on."""
+        client = self.client(codec=RefusingCodec())
+        self.assertEqual(self.outcomes.track(client.request(b"echo first")), [b"echo first"])
+        refused = self.outcomes.track(client.request(b"refuse me"))
+        exploded = self.outcomes.track(client.request(b"explode"))
+        self.assertTrue(failedWith(refused, InvalidRequest), refused)
+        self.assertTrue(failedWith(exploded, InvalidRequest), exploded)
+        self.assertIn("RuntimeError: the codec broke", str(exploded[0].value))  # type: ignore[union-attr]
+        self.assertEqual(client.pending, 0)
+        self.assertEqual(self.outcomes.track(client.request(b"echo next")), [b"echo next"])
+        self.assertNothingLeft(client)
+
+    def test_errorsAreOurs(self) -> None:
+        """Every failure is a SockShareError, CancelledError or (for a non-bytes payload) TypeError."""
+        client = self.client(requestTimeout=1.0, maxPending=1)
+        results = [
+            self.outcomes.track(client.request(payload)) for payload in [b"hold a", b"hold b", b"raise", b"hold c"]
+        ]
+        self.reactor.advance(2)
+        client.close()
+        self.reactor.advance(60)
+        self.flushLoggedErrors(ValueError)
+        for outcome in results:
+            self.assertEqual(len(outcome), 1)
+            self.assertTrue(isinstance(outcome[0], Failure) and outcome[0].check(SockShareError), outcome)
+        self.assertNothingLeft(client)
+
+
+class QueuedContractMixin(ContractMixin):
+    """
+    The checks about requests made while a connection is being made, for
+    the implementations whose connects go through the reactor (the stub's
+    connect is done at once).
+    """
+
+    reactor: Any
+
+    def test_codecRefusalWhileConnecting(self) -> None:
+        """Made while connecting: a refused request fails alone, and the ones queued after it are sent."""
+        self.reactor.holding = True
+        client = self.client(codec=RefusingCodec(), requestTimeout=None)
+        before = self.outcomes.track(client.request(b"echo before"))
+        refused = self.outcomes.track(client.request(b"refuse me"))
+        exploded = self.outcomes.track(client.request(b"explode"))
+        after = self.outcomes.track(client.request(b"echo after"))
+        self.reactor.holding = False
+        self.reactor.release()
+        self.assertTrue(failedWith(refused, InvalidRequest), refused)
+        self.assertTrue(failedWith(exploded, InvalidRequest), exploded)
+        self.assertEqual((before, after), ([b"echo before"], [b"echo after"]))
+        self.assertEqual(client.pending, 0)
+        self.assertNothingLeft(client)
+
+    def test_cancelWhileConnecting(self) -> None:
+        """A request cancelled while its connection is made is never sent."""
+        self.reactor.holding = True
+        client = self.client()
+        cancelled = client.request(b"echo cancelled")
+        results = self.outcomes.track(cancelled)
+        kept = self.outcomes.track(client.request(b"echo kept"))
+        cancelled.cancel()
+        self.assertTrue(failedWith(results, CancelledError))
+        self.reactor.holding = False
+        self.reactor.release()
+        self.assertEqual(kept, [b"echo kept"])
+        self.assertEqual(self.handler.seen, [b"echo kept"])
+        self.assertNothingLeft(client)
+
+    def test_closeWhileConnecting(self) -> None:
+        """close() while a connection is being made is bounded too."""
+        self.reactor.holding = True
+        client = self.client(closeTimeout=2.0, connectTimeout=30.0)
+        waiting = self.outcomes.track(client.request(b"echo waiting"))
+        closed = self.outcomes.track(client.close())
+        self.reactor.advance(2)
+        self.assertEqual(len(closed), 1)
+        self.assertEqual(len(waiting), 1)
+        self.reactor.holding = False
+        self.reactor.release()
+        self.assertNothingLeft(client)
+
+
+def _contractCase(name: str, make: Callable[..., Any], endpoints: int, throughReactor: bool) -> type:
+    mixin = QueuedContractMixin if throughReactor else ContractMixin
+    attributes = {
+        "make": staticmethod(make),
+        "endpoints": endpoints,
+        "throughReactor": throughReactor,
+        "__doc__": f"The contract, for the {name}.",
+        "__module__": __name__,
+    }
+    return type(f"{name[0].upper()}{name[1:]}ContractTests", (mixin, SynchronousTestCase), attributes)
+
+
+for _implementation in IMPLEMENTATIONS:
+    _case = _contractCase(*_implementation)
+    globals()[_case.__name__] = _case
+del _implementation, _case
