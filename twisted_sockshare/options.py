@@ -137,8 +137,9 @@ class ClientOptions:
     #: whose reply has not come yet (an id is not reused before its reply).
     #: L{None}: no limit.
     maxOrphans: int | None = 100
-    #: Seconds without receiving anything, while requests are outstanding or
-    #: the connection lingers, after which a PING is sent.  L{None}: no PING
+    #: Seconds without receiving anything on an open connection (whether
+    #: requests are outstanding on it or not), after which a PING is sent;
+    #: regular PINGs stop once its close has begun.  L{None}: no PING
     #: but the one sent when a request times out on a connection silent
     #: since it was written.
     pingInterval: float | None = None
