@@ -6,19 +6,26 @@ which order.
 
 from __future__ import annotations
 
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_sockshare._request import _Request
-from twisted_sockshare.codecs import Delimited
+from twisted_sockshare.codecs import Delimited, Multiplexed
 from twisted_sockshare.connection import ConnectionState, SockShareClientProtocol
 from twisted_sockshare.errors import ConnectionDropped, ProtocolViolation
 from twisted_sockshare.options import ClientOptions
 from twisted_sockshare.wire import CANCEL, ERROR, PING, PONG, RESPONSE, encodeFrame
 
 from .helpers import StrictTransport
+
+
+class _SmallIds(Multiplexed):
+    """This project's frames, with ids from 0 to C{maxRequestId} only."""
+
+    def __init__(self, maxRequestId: int) -> None:
+        self.maxRequestId = maxRequestId
 
 
 class RecordingOwner:
@@ -38,6 +45,13 @@ class RecordingOwner:
 
     def _fail(self, request: _Request, error: BaseException) -> None:
         self.events.append(("fail", request, type(error)))
+
+    def _lost(self, request: _Request, error: BaseException, graceful: bool) -> None:
+        self.events.append(("lost", request, type(error), graceful))
+
+    def _full(self, connection: SockShareClientProtocol, why: str) -> None:
+        self.events.append(("full", why))
+        connection.retire()
 
     def _lateReply(self) -> None:
         self.events.append(("late",))
@@ -119,12 +133,79 @@ class ConnectionTests(SynchronousTestCase):
         self.assertEqual(connection.outstanding, 0)
 
     def test_lostFailsOutstandingAfterGone(self) -> None:
-        """connectionLost: the owner forgets the connection first, then its requests fail with ConnectionDropped."""
+        """
+        connectionLost: the owner forgets the connection first, then is told
+        each request was lost (not gracefully: nothing came before the reset).
+        """
         connection, transport = self.connect()
         request = self.request()
         connection.send(request, b"x")
         connection.connectionLost(Failure(ConnectionLost("peer vanished")))
-        self.assertEqual(self.owner.events, [("gone", False), ("fail", request, ConnectionDropped)])
+        self.assertEqual(self.owner.events, [("gone", False), ("lost", request, ConnectionDropped, False)])
+
+    def test_lostGracefully(self) -> None:
+        """
+        A clean close after the server sent something is graceful (it meant
+        to close); a clean close before any byte, or a reset after some, is not.
+        """
+        for received, reason, graceful in [
+            (True, ConnectionDone("closed"), True),
+            (False, ConnectionDone("closed"), False),
+            (True, ConnectionLost("reset"), False),
+        ]:
+            connection, transport = self.connect()
+            answered, request = self.request(), self.request()
+            connection.send(answered, b"x")
+            connection.send(request, b"y")
+            if received:
+                connection.dataReceived(encodeFrame(answered.requestId, RESPONSE, b"ok"))
+            connection.connectionLost(Failure(reason))
+            self.assertEqual(self.owner.events[-1], ("lost", request, ConnectionDropped, graceful))
+
+    def test_idSpaceWrapsSkippingHeld(self) -> None:
+        """
+        With a codec's maxRequestId, ids wrap at it and skip the ids still
+        held (in flight or orphaned); once every id is held the connection
+        is full, and no id is ever given twice.
+        """
+        connection, transport = self.connect(codec=_SmallIds(3))
+        first = [self.request() for _ in range(3)]
+        for request in first:
+            connection.send(request, b"x")
+        self.assertEqual([r.requestId for r in first], [0, 1, 2])
+        connection.dataReceived(encodeFrame(1, RESPONSE, b"ok"))
+        connection.forget(first[2])  # orphaned: id 2 stays held
+        again = self.request()
+        connection.send(again, b"x")
+        self.assertEqual(again.requestId, 3)
+        wrapped = self.request()
+        connection.send(wrapped, b"x")
+        self.assertEqual(wrapped.requestId, 1)  # 0 and 2 are held
+        self.assertEqual(self.owner.events[-2:], [("full", "ids"), ("unusable", ConnectionState.RETIRING)])
+
+    def test_requestCap(self) -> None:
+        """After maxRequestsPerConnection writes the connection is full, whatever was answered."""
+        connection, transport = self.connect(maxRequestsPerConnection=3)
+        for count in range(3):
+            request = self.request()
+            connection.send(request, b"x")
+            connection.dataReceived(encodeFrame(request.requestId, RESPONSE, b"ok"))
+            if count < 2:
+                self.assertIs(connection.state, ConnectionState.LIVE)
+        self.assertIn(("full", "requests"), self.owner.events)
+        self.assertIsNot(connection.state, ConnectionState.LIVE)
+
+    def test_requestCapWithSmallIds(self) -> None:
+        """The cap and the id space count down together: whichever comes first makes it full."""
+        connection, transport = self.connect(codec=_SmallIds(1), maxRequestsPerConnection=10)
+        for _ in range(4):
+            request = self.request()
+            connection.send(request, b"x")
+            connection.dataReceived(encodeFrame(request.requestId, RESPONSE, b"ok"))
+        self.assertEqual([e for e in self.owner.events if e[0] == "full"], [])
+        connection.send(self.request(), b"x")
+        connection.send(self.request(), b"x")
+        self.assertEqual([e for e in self.owner.events if e[0] == "full"], [("full", "ids")])
 
     def test_orderedForgetKeepsPlace(self) -> None:
         """With an ordered codec a forgotten request keeps its place, so the next reply is not taken for it."""

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._request import _Request
 from ._states import _IDLE, _Closing, _Connected, _Connecting, _State
-from .connection import LOST, SockShareClientProtocol
+from .connection import LIVE, LOST, SockShareClientProtocol
 from .errors import ConnectFailed, ConnectionDropped
 from .stats import _Events
 
@@ -27,7 +27,9 @@ class _Connector:
     C{_Connected} or back to C{_Idle} (or, once C{close()} was called, the
     attempt's requests are sent and its connection retires at once).  After
     a failed attempt the next one waits C{connectBackoff}: requests made
-    meanwhile fail at once with C{ConnectFailed}.
+    meanwhile fail at once with C{ConnectFailed}, but those made with
+    C{waitForReady} wait for the next attempt (until their own timeout, or
+    C{connectTimeout}).
     """
 
     # Connect failures in a row, and when the next attempt may start.
@@ -37,6 +39,10 @@ class _Connector:
     _failuresBeforeConnect = 0
     _retryAt = 0.0
     _lastConnectError = ""
+    # The requests waiting for the next attempt (waitForReady), and the
+    # timer that starts it.
+    _readyWaiters: list[_Request] | None = None
+    _readyCall: IDelayedCall | None = None
 
     # What the client provides.
     _connectBackoff: Callable[[int], float]
@@ -51,10 +57,14 @@ class _Connector:
     _events: _Events
     _fail: Callable[[_Request, BaseException], None]
     _quiet: Callable[[], None]
+    _dispatch: Callable[[_Request, bytes], None]
 
     def _connect(self, first: _Request) -> None:
         wait = self._retryAt - self._clock.seconds()
         if wait > 0:
+            if first.extra is not None and first.extra.waitForReady:
+                self._waitForReady(first)
+                return
             # Backing off after failed attempts: fail fast, do not queue.
             self._fail(
                 first,
@@ -102,7 +112,10 @@ class _Connector:
             self._state = _Connected(connection)
         for request in waiting:
             payload, request.payload = request.payload, None
-            connection.send(request, payload)  # type: ignore[arg-type]
+            if connection.state is LIVE:
+                connection.send(request, payload)  # type: ignore[arg-type]
+            else:  # it took its last request (maxRequestsPerConnection, ids)
+                self._dispatch(request, payload)  # type: ignore[arg-type]
         if not current:  # the client is closing: these requests are the last
             connection.retire()
         if not self._pending:
@@ -116,11 +129,68 @@ class _Connector:
             self._events.connectFailures += 1
             self._backOff(self._failuresInRow, why)
         error = ConnectFailed(f"could not connect to {self.endpointDescription}: {why}")
+        closing = connecting.abandoned == "closing" or type(self._state) is _Closing
         for request in waiting:
             if not request.called:
-                self._fail(request, error)
+                if request.extra is not None and request.extra.waitForReady and not closing:
+                    self._waitForReady(request)
+                else:
+                    self._fail(request, error)
         if not self._pending:
             self._quiet()
+
+    def _waitForReady(self, request: _Request) -> None:
+        """
+        C{request} (made with C{waitForReady}) waits for the next connect
+        attempt, at the end of the backoff, rather than failing now.
+        """
+        if self._readyWaiters is None:
+            self._readyWaiters = []
+        self._readyWaiters.append(request)
+        if self._readyCall is None:
+            wait = max(0.0, self._retryAt - self._clock.seconds())
+            self._readyCall = self._clock.callLater(wait, self._readyAgain)
+
+    def _readyAgain(self) -> None:
+        """
+        The backoff is over: the requests that waited for it go out (the
+        first starts the next attempt).
+        """
+        self._readyCall = None
+        waiters, self._readyWaiters = self._readyWaiters or [], None
+        for request in waiters:
+            if not request.called:
+                payload, request.payload = request.payload, None
+                self._dispatch(request, payload)  # type: ignore[arg-type]
+
+    def _readyTimedOut(self, request: _Request) -> None:
+        """
+        A request made with C{waitForReady} and no timeout of its own waited
+        C{connectTimeout} seconds: if it is still not written, it fails.
+        """
+        assert request.extra is not None
+        request.extra.timer = None
+        if not request.called and request.connection is None:
+            self._fail(
+                request,
+                ConnectFailed(
+                    f"could not connect to {self.endpointDescription} within connectTimeout={self.connectTimeout} "
+                    f"seconds (waitForReady): {self._lastConnectError or 'the attempt did not complete'}"
+                ),
+            )
+
+    def _stopWaitingForReady(self, error: BaseException) -> None:
+        """
+        Fail every request waiting for the next attempt with C{error} (the
+        client is closing: there is none).
+        """
+        if self._readyCall is not None:
+            self._readyCall.cancel()
+            self._readyCall = None
+        waiters, self._readyWaiters = self._readyWaiters or [], None
+        for request in waiters:
+            if not request.called:
+                self._fail(request, error)
 
     def _backOff(self, failuresBefore: int, why: str) -> None:
         """

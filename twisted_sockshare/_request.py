@@ -7,9 +7,44 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 
 if TYPE_CHECKING:
     from .connection import SockShareClientProtocol
+
+
+class _Extra:
+    """
+    What a request given C{timeout}, C{waitForReady} or C{idempotent} needs
+    beyond the common case; a request given none has none, and pays nothing.
+
+    @ivar timeout: its own timeout in seconds, or L{None} (the client's).
+    @ivar waitForReady: whether it waits through the connect backoff.
+    @ivar payload: its payload, kept to send it again (idempotent), or
+        L{None}.
+    @ivar retried: whether it was sent again after a connection lost without
+        a reply from the server (once, within the retry budget).
+    @ivar timer: its own timeout, or the end of its wait for a connection.
+    """
+
+    __slots__ = ("timeout", "waitForReady", "payload", "retried", "timer")
+
+    def __init__(self, timeout: float | None, waitForReady: bool, payload: bytes | None) -> None:
+        self.timeout = timeout
+        self.waitForReady = waitForReady
+        self.payload = payload
+        self.retried = False
+        self.timer: IDelayedCall | None = None
+
+    def stop(self, result: object = None) -> object:
+        """
+        The request fired: stop its timer.  A callback: returns C{result}.
+        """
+        if self.timer is not None:
+            if self.timer.active():
+                self.timer.cancel()
+            self.timer = None
+        return result
 
 
 class _Request(Deferred[bytes]):
@@ -27,6 +62,8 @@ class _Request(Deferred[bytes]):
     @ivar mark: how many chunks its connection had received when it was
         written (to tell, at its timeout, whether the connection was silent
         since).
+    @ivar extra: its own timeout, wait and retry (L{_Extra}), if it was
+        given any.
     """
 
     # No __slots__: on CPython 3.13 a subclass that adds slots to a class
@@ -39,6 +76,7 @@ class _Request(Deferred[bytes]):
     connection: SockShareClientProtocol | None
     requestId: int
     mark: int
+    extra: _Extra | None = None
 
 
 def _shareInstanceKeys() -> None:
@@ -57,6 +95,7 @@ def _shareInstanceKeys() -> None:
     request.connection = None
     request.mark = 0
     request.payload = None
+    request.extra = None
     request.addBoth(lambda result: None)
     request.callback(b"")
 

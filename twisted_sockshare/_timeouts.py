@@ -1,11 +1,12 @@
 """
 Request timeouts of a shared client: one timer for all of them.
 
-All requests of a client share one C{requestTimeout}, so their deadlines are
-in the order the requests were made, which is the order of the client's
-pending dict.  One timer is set for the oldest pending request's deadline;
-answering a request does not touch it; when it fires it times out what is
-due and moves itself to the next oldest deadline.
+The requests of a client that share its C{requestTimeout} have their
+deadlines in the order the requests were made, which is the order of the
+client's pending dict.  One timer is set for the oldest pending request's
+deadline; answering a request does not touch it; when it fires it times out
+what is due and moves itself to the next oldest deadline.  A request given
+a C{timeout} of its own has a timer of its own, which the shared one skips.
 """
 
 from __future__ import annotations
@@ -61,20 +62,33 @@ class _RequestTimeouts:
         for request in self._pending:
             if request.sentAt + timeout > now:
                 break
-            expired.append(request)
+            if request.extra is None or request.extra.timeout is None:
+                expired.append(request)
         for request in expired:
             if not request.called:
-                self._timedOut(request)
-        if self._pending:
-            # A request made by an errback above may have set a later timer.
-            self._cancelDeadlines()
-            deadline = next(iter(self._pending)).sentAt + timeout
-            self._deadlineCall = self._clock.callLater(max(0.0, deadline - now), self._checkDeadlines)
+                self._timedOut(request, f"requestTimeout={timeout}")
+        # A request made by an errback above may have set a later timer.
+        self._cancelDeadlines()
+        for request in self._pending:
+            if request.extra is None or request.extra.timeout is None:
+                deadline = request.sentAt + timeout
+                self._deadlineCall = self._clock.callLater(max(0.0, deadline - now), self._checkDeadlines)
+                break
 
-    def _timedOut(self, request: _Request) -> None:
+    def _ownTimeout(self, request: _Request) -> None:
+        """
+        The timer of a request with a C{timeout} of its own fired.
+        """
+        extra = request.extra
+        assert extra is not None
+        extra.timer = None
+        if not request.called:
+            self._timedOut(request, f"timeout={extra.timeout}")
+
+    def _timedOut(self, request: _Request, limit: str) -> None:
         self._events.timeouts += 1
         where = self.endpointDescription
-        error = RequestTimeout(f"no response from {where} within requestTimeout={self.requestTimeout} seconds")
+        error = RequestTimeout(f"no response from {where} within {limit} seconds")
         connection = request.connection
         if connection is None or connection.state is CLOSING or connection.state is LOST:
             self._fail(request, error)

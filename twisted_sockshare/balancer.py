@@ -21,10 +21,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._reactor import maybeGlobalReactor
+from ._retrybudget import _RetryBudget
 from .client import SockShareClientFactory
 from .errors import ClientClosed, ConnectFailed, ConnectionDropped, ProtocolViolation, RemoteError, RequestTimeout
 from .interfaces import ISockShareClient
-from .options import ClientOptions
+from .options import ClientOptions, checkTimeout
 from .stats import ClientStats
 
 _log = Logger(namespace="twisted_sockshare.pool")
@@ -33,9 +34,6 @@ _log = Logger(namespace="twisted_sockshare.pool")
 OUTLIER_ERRORS = (RequestTimeout, ConnectionDropped, ProtocolViolation)
 #: How many such failures in a row eject an endpoint.
 OUTLIER_STREAK = 5
-#: The retry budget: retries may be this fraction of the requests of the
-#: last BUDGET_WINDOW seconds, plus BUDGET_PER_SECOND a second.
-BUDGET_FRACTION, BUDGET_WINDOW, BUDGET_PER_SECOND = 0.1, 10, 10
 
 
 @dataclass(frozen=True)
@@ -48,6 +46,16 @@ class Target:
     endpoint: IStreamClientEndpoint | str
     priority: int = 0
     weight: int = 1
+
+
+class _EndpointClient(SockShareClientFactory):
+    """
+    The client of one endpoint of a balancer: an idempotent request lost
+    other than by a graceful close is not sent again here, but by the
+    balancer, to another endpoint.
+    """
+
+    _retriesAfterReset = False
 
 
 class _Member:
@@ -94,12 +102,28 @@ class _Call:
     @ivar tried: the members it was sent to.
     @ivar why: why each earlier attempt failed.
     @ivar attempt: the member client's Deferred of the attempt under way.
-    @ivar timer: while it waits for the first DNS answer, its time limit.
+    @ivar timer: while it waits (for the first DNS answer, or, with
+        C{waitForReady}, for a member to be up), what ends the wait.
+    @ivar queue: the list it waits in, while it waits.
+    @ivar deadline: when its own timeout runs out, if it has one.
+    @ivar waitUntil: with C{waitForReady}, when it stops waiting for a
+        member to be up.
     """
 
-    __slots__ = ("payload", "idempotent", "result", "tried", "why", "attempt", "timer")
+    __slots__ = (
+        "payload", "idempotent", "result", "tried", "why", "attempt", "timer", "queue", "deadline", "timeout",
+        "waitForReady", "waitUntil",
+    )  # fmt: skip
 
-    def __init__(self, payload: bytes, idempotent: bool, canceller: Callable[[_Call], None]) -> None:
+    def __init__(
+        self,
+        payload: bytes,
+        idempotent: bool,
+        canceller: Callable[[_Call], None],
+        timeout: float | None = None,
+        waitForReady: bool = False,
+        now: float = 0.0,
+    ) -> None:
         self.payload = payload
         self.idempotent = idempotent
         self.result: Deferred[bytes] = Deferred(lambda result: canceller(self))
@@ -107,42 +131,11 @@ class _Call:
         self.why: list[str] = []
         self.attempt: Deferred[bytes] | None = None
         self.timer: IDelayedCall | None = None
-
-
-class _RetryBudget:
-    """
-    Retries allowed: L{BUDGET_FRACTION} of the requests of the last
-    L{BUDGET_WINDOW} seconds, plus L{BUDGET_PER_SECOND} a second, counted
-    in one-second buckets.
-    """
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-        self._buckets: dict[int, list[int]] = {}
-
-    def _bucket(self) -> list[int]:
-        now = int(self._clock.seconds())
-        bucket = self._buckets.get(now)
-        if bucket is None:
-            for second in [s for s in self._buckets if s <= now - BUDGET_WINDOW]:
-                del self._buckets[second]
-            bucket = self._buckets[now] = [0, 0]
-        return bucket
-
-    def request(self) -> None:
-        self._bucket()[0] += 1
-
-    def withdraw(self) -> bool:
-        """
-        Take one retry, if the budget allows it.
-        """
-        bucket = self._bucket()
-        requests = sum(b[0] for b in self._buckets.values())
-        retries = sum(b[1] for b in self._buckets.values())
-        if retries >= BUDGET_FRACTION * requests + BUDGET_PER_SECOND * BUDGET_WINDOW:
-            return False
-        bucket[1] += 1
-        return True
+        self.queue: list[_Call] | None = None
+        self.timeout = timeout
+        self.deadline = None if timeout is None else now + timeout
+        self.waitForReady = waitForReady
+        self.waitUntil = 0.0
 
 
 @implementer(ISockShareClient)
@@ -212,11 +205,13 @@ class SockShareBalancer:
         self._ejections = 0
         # The balancer's own counters: requests it failed or refused
         # without any member client seeing them.
-        self._own = {"requests": 0, "failures": 0, "rejected": 0, "cancelled": 0}
+        self._own = {"requests": 0, "failures": 0, "rejected": 0, "cancelled": 0, "timeouts": 0}
         self.discoveryFailures = 0
         self._discovery: Any = None
         # Requests made before the first DNS answer.
         self._early: list[_Call] = []
+        # Requests made with waitForReady while every member is down.
+        self._waiting: list[_Call] = []
         # Once close() was called: its Deferreds, until every client closed.
         self._closed = False
         self._closeWaiters: list[Deferred[None]] | None = None
@@ -279,28 +274,41 @@ class SockShareBalancer:
         if self._closed:
             return
         self.setEndpoints(targets)
-        early, self._early = self._early, []
-        for call in early:
+        for call in list(self._early):
             self._stopWaiting(call)
             self._attempt(call)
 
     def _waitForMembers(self, call: _Call) -> None:
-        timeout = self._options.get("connectTimeout", 10.0) or 10.0
+        timeout = call.timeout or self._options.get("connectTimeout", 10.0) or 10.0
 
         def expired() -> None:
-            call.timer = None
-            self._early.remove(call)
+            self._stopWaiting(call)
             why = self._discovery.lastError if self._discovery is not None else None
             name = self._discovery.name if self._discovery is not None else "the backend"
             self._fail(call, ConnectFailed(f"no endpoint for {name} after {timeout} s: {why or 'no DNS answer yet'}"))
 
-        call.timer = self._clock.callLater(timeout, expired)
-        self._early.append(call)
+        self._wait(call, self._early, timeout, expired)
+
+    def _wait(self, call: _Call, queue: list[_Call], seconds: float, then: Callable[[], None]) -> None:
+        """
+        C{call} waits in C{queue}; C{then} runs after C{seconds}.
+        """
+        call.queue = queue
+        queue.append(call)
+        call.timer = self._clock.callLater(seconds, then)
 
     def _stopWaiting(self, call: _Call) -> None:
+        """
+        C{call} waits no more: leave its queue, stop its timer.
+        """
         if call.timer is not None:
-            call.timer.cancel()
+            if call.timer.active():
+                call.timer.cancel()
             call.timer = None
+        if call.queue is not None:
+            if call in call.queue:
+                call.queue.remove(call)
+            call.queue = None
 
     # -- Membership --------------------------------------------------------
 
@@ -323,7 +331,7 @@ class SockShareBalancer:
             key = _key(target.endpoint)
             member = current.pop(key, None)
             if member is None:
-                client = SockShareClientFactory(target.endpoint, self._clock, **self._options)
+                client = _EndpointClient(target.endpoint, self._clock, **self._options)
                 member = _Member(key, client, target.priority, target.weight)
             else:
                 member.priority, member.weight = target.priority, target.weight
@@ -356,7 +364,12 @@ class SockShareBalancer:
         How many requests were accepted and have not been answered or failed
         yet (those waiting for the first DNS answer included).
         """
-        return sum(member.client.pending for member in self._members + self._retired) + len(self._early)
+        return sum(member.client.pending for member in self._members + self._retired) + self._waitingCount
+
+    @property
+    def _waitingCount(self) -> int:
+        """How many requests wait for DNS or for a member to be up."""
+        return len(self._early) + len(self._waiting)
 
     @property
     def reachable(self) -> bool:
@@ -371,27 +384,50 @@ class SockShareBalancer:
         """Whether L{close} has been called."""
         return self._closed
 
-    def request(self, payload: bytes, idempotent: bool = False) -> Deferred[bytes]:
+    def request(
+        self,
+        payload: bytes,
+        idempotent: bool = False,
+        *,
+        timeout: float | None = None,
+        waitForReady: bool = False,
+    ) -> Deferred[bytes]:
         """
         Send C{payload} to an endpoint that is up (see the class
         description, and L{SockShareClientFactory.request}).  Never raises.
 
-        @param idempotent: whether the request may be sent again: if its
-            connection is lost before its reply (L{ConnectionDropped}), it is
-            tried once more on another endpoint, within the retry budget.
+        @param idempotent: whether the request may be sent again: its
+            endpoint's client sends it again on a fresh connection as
+            L{SockShareClientFactory.request} does; if it is still lost with
+            its connection (L{ConnectionDropped}), it is tried once more on
+            another endpoint, within the balancer's retry budget.
+        @param timeout: this request's own timeout in seconds, across its
+            attempts (each is given what is left), instead of the clients'
+            C{requestTimeout}.
+        @param waitForReady: while every endpoint is down, wait for one to
+            be up rather than failing at once with L{ConnectFailed}; fail
+            only when C{timeout} (or, without one, C{connectTimeout}) runs
+            out.
         @return: a Deferred as L{SockShareClientFactory.request}'s; cancelling
             it cancels the attempt under way (its endpoint's client sends
-            CANCEL), or the wait for the first DNS answer.  It fails at once
-            with L{ClientClosed} after L{close}, and with C{TypeError} for a
-            payload that is not bytes.
+            CANCEL), or the wait for the first DNS answer or for an endpoint.
+            It fails at once with L{ClientClosed} after L{close}, with
+            C{TypeError} for a payload that is not bytes, and with
+            C{TypeError} or C{ValueError} for a bad C{timeout}.
         """
-        if self._closed or not isinstance(payload, bytes):
+        problem = checkTimeout(timeout)
+        if self._closed or not isinstance(payload, bytes) or problem is not None:
             self._own["rejected"] += 1
             if self._closed:
                 return fail(ClientClosed("the balancer is closed; make a new one"))
+            if problem is not None:
+                return fail(problem)
             kind = type(payload).__name__
             return fail(TypeError(f"request() takes bytes, not {kind}; encode text first, e.g. text.encode('utf-8')"))
-        call = _Call(payload, idempotent, self._cancel)
+        now = self._clock.seconds()
+        call = _Call(payload, idempotent, self._cancel, timeout, bool(waitForReady), now)
+        if waitForReady:
+            call.waitUntil = now + (timeout or self._options.get("connectTimeout", 10.0) or 10.0)
         self._budget.request()
         if not self._members:
             self._waitForMembers(call)
@@ -406,7 +442,6 @@ class SockShareBalancer:
         """
         if call.timer is not None:
             self._stopWaiting(call)
-            self._early.remove(call)
             self._own["requests"] += 1
             self._own["failures"] += 1
             self._own["cancelled"] += 1
@@ -455,17 +490,43 @@ class SockShareBalancer:
         if self._closed:
             self._fail(call, ClientClosed("the balancer was closed before the request could be sent"))
             return
+        now = self._clock.seconds()
+        left = None if call.deadline is None else call.deadline - now
+        if left is not None and left <= 0:
+            self._own["timeouts"] += 1
+            self._fail(
+                call, RequestTimeout(f"no response within timeout={call.timeout} seconds ({'; '.join(call.why)})")
+            )
+            return
         candidates = self._available(call.tried)
         if not candidates:
-            now = self._clock.seconds()
             wait = min(m.downUntil for m in self._members) - now
+            if call.waitForReady and now < call.waitUntil:
+                self._waitForReady(call, min(max(wait, 0.01), call.waitUntil - now))
+                return
             detail = "; ".join(call.why) if call.why else f"next retry in {max(wait, 0):.1f} s"
             self._fail(call, ConnectFailed(f"all {len(self._members)} endpoints are down ({detail})"))
             return
         member = self._choose(candidates)
         call.tried.add(member)
-        call.attempt = attempt = member.client.request(call.payload)
+        if left is None:
+            call.attempt = attempt = member.client.request(call.payload, idempotent=call.idempotent)
+        else:
+            call.attempt = attempt = member.client.request(call.payload, idempotent=call.idempotent, timeout=left)
         attempt.addCallbacks(self._succeeded, self._failed, callbackArgs=(member, call), errbackArgs=(member, call))
+
+    def _waitForReady(self, call: _Call, seconds: float) -> None:
+        """
+        Every member is down: C{call} (made with C{waitForReady}) is tried
+        again in C{seconds}, on any member, the ones it tried included.
+        """
+
+        def again() -> None:
+            self._stopWaiting(call)
+            call.tried.clear()
+            self._attempt(call)
+
+        self._wait(call, self._waiting, seconds, again)
 
     def _succeeded(self, reply: bytes, member: _Member, call: _Call) -> None:
         call.attempt = None
@@ -543,15 +604,16 @@ class SockShareBalancer:
         C{endpointsDown} (members skipped now).
         """
         every = [ClientStats.fromDict(m.client.stats()) for m in self._members + self._retired]
+        waiting = self._waitingCount
         own = ClientStats(
-            pending=len(self._early), requests=self._own["requests"] + len(self._early),
-            failures=self._own["failures"], rejected=self._own["rejected"], cancelled=self._own["cancelled"],
+            pending=waiting, requests=self._own["requests"] + waiting, failures=self._own["failures"],
+            rejected=self._own["rejected"], cancelled=self._own["cancelled"], timeouts=self._own["timeouts"],
         )  # fmt: skip
         totals = ClientStats.total([self._departed, own, *every]).asDict()
         totals["requests"] -= self._retries
         totals["failures"] -= self._retries
         now = self._clock.seconds()
-        totals["retries"] = self._retries
+        totals["retries"] += self._retries
         totals["ejections"] = self._ejections
         totals["discoveryFailures"] = self.discoveryFailures
         totals["endpoints"] = len(self._members)
@@ -596,10 +658,11 @@ class SockShareBalancer:
             self._closeWaiters = [waiter]
             if self._discovery is not None:
                 self._discovery.stop()
-            early, self._early = self._early, []
-            for call in early:
-                self._stopWaiting(call)
-                self._fail(call, ClientClosed("the balancer was closed before DNS answered"))
+            queues = [(self._early, "before DNS answered"), (self._waiting, "while every endpoint was down")]
+            for queue, why in queues:
+                for call in list(queue):
+                    self._stopWaiting(call)
+                    self._fail(call, ClientClosed(f"the balancer was closed {why}"))
             members = self._members + self._retired
             for member in members:
                 member.readmit()

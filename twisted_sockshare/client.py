@@ -43,7 +43,8 @@ from zope.interface import implementer
 
 from ._connector import _Connector
 from ._reactor import maybeGlobalReactor
-from ._request import _Request
+from ._request import _Extra, _Request
+from ._retrybudget import _RetryBudget
 from ._states import _CLOSED, _IDLE, _Closing, _Connected, _Connecting, _State
 from ._timeouts import _RequestTimeouts
 from .codecs import NEXT, Codec
@@ -56,7 +57,7 @@ from .errors import (
     _codecRefusal,
 )
 from .interfaces import ISockShareClient
-from .options import ClientOptions, parseEndpoint
+from .options import ClientOptions, checkTimeout, parseEndpoint
 from .stats import LATENCY_BUCKETS, STAT_KEYS, _ClientCounters, _Events
 from .wire import RESPONSE
 
@@ -123,6 +124,11 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
 
     #: The keys of L{stats}, in order.
     statKeys = STAT_KEYS
+    #: Whether an idempotent request lost other than by a graceful close is
+    #: sent again here, once, within the retry budget (a balancer's
+    #: endpoint clients leave that to the balancer, which sends it to
+    #: another endpoint).
+    _retriesAfterReset = True
 
     connectTimeout: float | None = _option("connectTimeout")
     closeTimeout: float = _option("closeTimeout")
@@ -132,6 +138,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
     pingTimeout: float = _option("pingTimeout")
     resetOnTimeout: bool | None = _option("resetOnTimeout")
     latencyHistogram: bool = _option("latencyHistogram")
+    maxRequestsPerConnection: int | None = _option("maxRequestsPerConnection")
 
     def __init__(
         self,
@@ -153,6 +160,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         pingTimeout: float = 10.0,
         connectBackoff: Callable[[int], float] | None = None,
         latencyHistogram: bool = False,
+        maxRequestsPerConnection: int | None = None,
     ) -> None:
         """
         Each keyword option is documented on L{ClientOptions}.
@@ -170,7 +178,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             maxPending=maxPending, maxPayload=maxPayload, resetOnTimeout=resetOnTimeout, closeTimeout=closeTimeout,
             keepAlive=keepAlive, codec=codec, maxLifetime=maxLifetime, maxOrphans=maxOrphans,
             pingInterval=pingInterval, pingTimeout=pingTimeout, connectBackoff=connectBackoff,
-            latencyHistogram=latencyHistogram,
+            latencyHistogram=latencyHistogram, maxRequestsPerConnection=maxRequestsPerConnection,
         )  # fmt: skip
         reactor = maybeGlobalReactor(reactor)
         self._endpoint, self.endpointDescription = parseEndpoint(reactor, endpoint)
@@ -199,6 +207,9 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         self._canceller: Callable[[Deferred[bytes]], None] = self._cancelRequest  # type: ignore[assignment]
         # Connections not lost yet, usable or not.
         self._connections: set[SockShareClientProtocol] = set()
+        # How many idempotent requests lost with their connection may be
+        # sent again.
+        self._retryBudget = _RetryBudget(reactor)
 
     def __repr__(self) -> str:
         state = type(self._state).__name__[1:].lower()
@@ -248,7 +259,9 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
 
     # -- Requests ------------------------------------------------------------
 
-    def request(self, payload: bytes) -> Deferred[bytes]:
+    def request(
+        self, payload: bytes, *, idempotent: bool = False, timeout: float | None = None, waitForReady: bool = False
+    ) -> Deferred[bytes]:
         """
         Send C{payload} to the backend and wait for its response.
 
@@ -256,14 +269,30 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         connection.  Never raises: every problem is a failed Deferred.
 
         @param payload: the request's bytes.
+        @param idempotent: whether the request may be sent twice: if the
+            server closes its connection (cleanly or not) without answering
+            it, it is sent once more on a fresh connection rather than
+            failing with L{ConnectionDropped}; again after each clean close
+            of a connection on which the server sent something (it meant to
+            close: a cap on requests per connection, a restart), otherwise
+            once, within the retry budget (10% of the last 10 s's idempotent
+            requests plus 10 a second).  Counted in C{retries}.
+        @param timeout: this request's own timeout in seconds, instead of
+            C{requestTimeout}; on expiry it fails alone with
+            L{RequestTimeout}, as with C{requestTimeout}.
+        @param waitForReady: rather than failing at once with
+            L{ConnectFailed} while connect attempts back off after failures,
+            wait for the next attempt; fail only when C{timeout} (or, without
+            one, C{connectTimeout}) runs out before it is written.
         @return: a Deferred that fires with the response's payload, or fails
             with L{RemoteError} (the backend answered with an error),
             L{ConnectFailed}, L{ConnectionDropped}, L{RequestTimeout},
             L{ProtocolViolation}, C{CancelledError} (the caller cancelled it),
             L{ClientClosed} (still pending C{closeTimeout} after L{close}), or
-            at once with C{TypeError} (not bytes), L{TooManyPending},
-            L{PayloadTooLarge}, L{InvalidRequest} or L{ClientClosed}.  It
-            fires exactly once.
+            at once with C{TypeError} (not bytes, or a C{timeout} that is not
+            a number), C{ValueError} (a C{timeout} not above 0),
+            L{TooManyPending}, L{PayloadTooLarge}, L{InvalidRequest} or
+            L{ClientClosed}.  It fires exactly once.
         """
         pending = self._pending
         count = len(pending)
@@ -283,7 +312,12 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
                 return fail(_codecRefusal(error))
         request = _Request(self._canceller)
         request.sentAt = self._seconds()
-        if self._deadlineCall is None:
+        if idempotent or timeout is not None or waitForReady:
+            problem = self._extend(request, payload, idempotent, timeout, waitForReady)
+            if problem is not None:
+                self._events.rejected += 1
+                return fail(problem)
+        elif self._deadlineCall is None:
             timeout = self.requestTimeout
             if timeout is not None:
                 self._deadlineCall = self._clock.callLater(timeout, self._checkDeadlines)
@@ -305,6 +339,56 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         else:
             self._connect(request)
         return request
+
+    def _extend(
+        self, request: _Request, payload: bytes, idempotent: bool, timeout: float | None, waitForReady: bool
+    ) -> Exception | None:
+        """
+        Give C{request} what its options need (L{_Extra}), and its timers.
+
+        @return: why the options are refused, or L{None}.
+        """
+        problem = checkTimeout(timeout)
+        if problem is not None:
+            return problem
+        extra = request.extra = _Extra(timeout, bool(waitForReady), payload if idempotent else None)
+        request.addBoth(extra.stop)
+        if idempotent:
+            self._retryBudget.request()
+        if timeout is not None:
+            extra.timer = self._clock.callLater(timeout, self._ownTimeout, request)
+            return None
+        if self._deadlineCall is None and self.requestTimeout is not None:
+            self._deadlineCall = self._clock.callLater(self.requestTimeout, self._checkDeadlines)
+        if waitForReady and self.connectTimeout is not None:
+            extra.timer = self._clock.callLater(self.connectTimeout, self._readyTimedOut, request)
+        return None
+
+    def _dispatch(self, request: _Request, payload: bytes) -> None:
+        """
+        Send C{request}, already pending, as L{request} does: on the usable
+        connection, or once connected.  It is sent again (idempotent), or
+        it waited for the connect backoff to end (C{waitForReady}).
+        """
+        state = self._state
+        connection = state.connection
+        if connection is not None and (
+            self.maxLifetime is None or self._seconds() - connection.openedAt < self.maxLifetime
+        ):
+            connection.send(request, payload)
+            return
+        if connection is not None:
+            self._retire(connection, f"older than maxLifetime={self.maxLifetime} seconds")
+            state = self._state
+        request.connection = None
+        request.requestId = -1
+        request.payload = payload
+        if type(state) is _Connecting:
+            state.waiting.append(request)
+        elif state.accepting:
+            self._connect(request)
+        else:
+            self._fail(request, ClientClosed(f"the client for {self.endpointDescription} closed before it was sent"))
 
     def _reject(self, payload: object) -> Deferred[bytes]:
         self._events.rejected += 1
@@ -338,6 +422,34 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         request.errback(Failure(error))
         if not pending:
             self._quiet()
+
+    def _lost(self, request: _Request, error: BaseException, graceful: bool) -> None:
+        extra = request.extra
+        if (
+            extra is not None
+            and extra.payload is not None
+            and self._state.accepting
+            and (graceful or (self._retriesAfterReset and not extra.retried and self._retryBudget.withdraw()))
+        ):
+            if not graceful:
+                extra.retried = True
+            self._events.retries += 1
+            self._dispatch(request, extra.payload)
+            return
+        self._fail(request, error)
+
+    def _full(self, connection: SockShareClientProtocol, why: str) -> None:
+        events = self._events
+        events.retired += 1
+        if why == "requests":
+            events.retiredAtRequestLimit += 1
+            text = f"it wrote maxRequestsPerConnection={self.maxRequestsPerConnection} requests"
+        else:
+            events.retiredOutOfIds += 1
+            text = "every request id of the codec (maxRequestId) is held"
+        if self.noisy:
+            _log.debug("Retiring the connection to {endpoint}: {why}", endpoint=self.endpointDescription, why=text)
+        connection.retire()
 
     def _lateReply(self) -> None:
         self._events.lateResponses += 1
@@ -461,6 +573,8 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
                 state.cancelIdle()
             for connection in list(self._connections):
                 connection.retire()
+            where = self.endpointDescription
+            self._stopWaitingForReady(ClientClosed(f"the client for {where} was closed while the request waited"))
         if not self._pending:
             self._quiet()
         return waiter

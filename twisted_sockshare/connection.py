@@ -16,6 +16,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 from typing import Protocol as _Interface
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -95,6 +96,20 @@ class ConnectionOwner(_Interface):
     def _fail(self, request: _Request, error: BaseException) -> None:
         """C{request} failed with C{error} and is no longer on the connection."""
 
+    def _lost(self, request: _Request, error: BaseException, graceful: bool) -> None:
+        """
+        C{request} was written on a connection the server closed (cleanly
+        after sending something, if C{graceful}) without answering it: the
+        client fails it with C{error}, or sends it again.
+        """
+
+    def _full(self, connection: SockShareClientProtocol, why: str) -> None:
+        """
+        C{connection} takes no new request (C{why}: C{"requests"}, it has
+        written C{maxRequestsPerConnection}; C{"ids"}, every request id of
+        the codec is held): it is to be retired.
+        """
+
     def _lateReply(self) -> None:
         """A reply came for a request no longer waited for."""
 
@@ -161,6 +176,16 @@ class SockShareClientProtocol(Protocol):
         # forgotten request keeps its slot (None) until its reply comes.
         self._table: dict[int, _Request | None] = {}
         self._nextId = 0
+        # The largest request id: the codec's (maxRequestId), where ids are
+        # on the wire.
+        self._maxId: int = MAX_REQUEST_ID if codec.ordered else getattr(codec, "maxRequestId", MAX_REQUEST_ID)
+        # Writes left before the connection may be full: of the requests
+        # allowed (maxRequestsPerConnection), or of the ids free.  The
+        # request path counts this one number down; _checkFull, at zero,
+        # tells which it is.
+        self._requestsLeft = options.maxRequestsPerConnection
+        freeIds = self._maxId + 1
+        self._writesLeft = self._writesCounted = min(self._requestsLeft or freeIds, freeIds)
         # While replies are being delivered, the requests their callbacks
         # send are collected here and written at once.
         self._batch: list[bytes] | None = None
@@ -204,9 +229,10 @@ class SockShareClientProtocol(Protocol):
         """
         table = self._table
         requestId = self._nextId
+        maxId = self._maxId
         while requestId in table:
-            requestId = (requestId + 1) & MAX_REQUEST_ID
-        self._nextId = (requestId + 1) & MAX_REQUEST_ID
+            requestId = requestId + 1 if requestId < maxId else 0
+        self._nextId = requestId + 1 if requestId < maxId else 0
         encode = self._encode
         if encode is None:
             frame = packHeader(MIN_LENGTH + len(payload), requestId, REQUEST) + payload
@@ -226,6 +252,26 @@ class SockShareClientProtocol(Protocol):
             batch.append(frame)
         else:
             self.transport.write(frame)  # type: ignore[union-attr]
+        self._writesLeft -= 1
+        if self._writesLeft == 0:
+            self._checkFull()
+
+    def _checkFull(self) -> None:
+        """
+        The countdown of writes reached zero: retire the connection if it
+        wrote its C{maxRequestsPerConnection}, or if every id is held (a
+        request whose id is still held takes one more); else count down to
+        the next moment it could be.
+        """
+        if self._requestsLeft is not None:
+            self._requestsLeft -= self._writesCounted
+        freeIds = self._maxId + 1 - len(self._table)
+        if self._requestsLeft == 0:
+            self._owner._full(self, "requests")
+        elif freeIds <= 0:
+            self._owner._full(self, "ids")
+        else:
+            self._writesLeft = self._writesCounted = min(self._requestsLeft or freeIds, freeIds)
 
     def dataReceived(self, data: bytes) -> None:
         self._chunks += 1
@@ -330,9 +376,9 @@ class SockShareClientProtocol(Protocol):
     def forget(self, request: _Request, cancel: bool = True) -> int:
         """
         Stop waiting for C{request}'s reply (it timed out, was cancelled, or
-        the client gave up on it).  Where the frames have ids (this project's
-        codec) and C{cancel}, a CANCEL is sent and the id stays held until the
-        server's reply, which then counts as late; with an ordered codec the
+        the client gave up on it).  Where the frames have ids and C{cancel},
+        the id stays held until the server's reply, which then counts as
+        late (this project's codec sends CANCEL); with an ordered codec the
         request keeps its place in line, so its reply is not taken for the
         next request's.  In both of these cases it counts among L{orphans}
         until then; otherwise its id is free at once.
@@ -343,7 +389,7 @@ class SockShareClientProtocol(Protocol):
         requestId = request.requestId
         if requestId not in table:
             return 0
-        if self._ordered or (cancel and self._controls):
+        if self._ordered or cancel:
             table[requestId] = None
             self.orphans += 1
         else:
@@ -441,6 +487,9 @@ class SockShareClientProtocol(Protocol):
             self._abortCall = None
         owner = self._owner
         tlsFailed = before is LIVE and not self.received and _isTLSError(reason)
+        # The server closed the connection cleanly after sending something:
+        # it meant to (a cap on requests per connection, a restart).
+        graceful = self.received and reason.check(ConnectionDone) is not None
         # The client forgets this connection first, so that requests made by
         # the errbacks below go to a new one.
         owner._connectionGone(self, tlsFailed)
@@ -461,7 +510,10 @@ class SockShareClientProtocol(Protocol):
         error = _lossError(where, why, retiring=before is RETIRING, tlsFailed=tlsFailed)
         for request in requests:
             if not request.called:
-                owner._fail(request, error)
+                if tlsFailed:
+                    owner._fail(request, error)
+                else:
+                    owner._lost(request, error, graceful)
 
     # -- Helpers -----------------------------------------------------------------
 

@@ -73,12 +73,17 @@ class SockShareCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         rows = _sources(self._source)
-        keys = sorted(set(self._labels) | ({"endpoint"} if rows and rows[0][0] is not None else set()))
+        perEndpoint = bool(rows) and rows[0][0] is not None
+        keys = sorted(set(self._labels) | ({"endpoint"} if perEndpoint else set()))
+        # The balancer's own figures (its retries include its endpoints').
+        own = {key: value for key, value in self._source.stats().items() if key in OWN} if perEndpoint else {}
         families: dict[str, Any] = {}
         histogram: HistogramMetricFamily | None = None
         for endpoint, stats, client in rows:
             values = [str(endpoint) if key == "endpoint" else self._labels[key] for key in keys]
             for key, value in stats.items():
+                if key in own:
+                    continue
                 family = families.get(key)
                 if family is None:
                     family = families[key] = self._family(key, keys)
@@ -100,15 +105,13 @@ class SockShareCollector(Collector):
         yield from families.values()
         if histogram is not None:
             yield histogram
-        if rows and rows[0][0] is not None:
-            # The balancer's own figures, which no endpoint has.
-            own = [key for key in sorted(self._labels)]
-            values = [self._labels[key] for key in own]
-            for key, value in self._source.stats().items():
-                if key in OWN:
-                    family = self._family(key, own)
-                    family.add_metric(values, value)
-                    yield family
+        if own:
+            names = sorted(self._labels)
+            values = [self._labels[key] for key in names]
+            for key, value in own.items():
+                family = self._family(key, names)
+                family.add_metric(values, value)
+                yield family
 
     def _family(self, key: str, labels: list[str]) -> CounterMetricFamily | GaugeMetricFamily:
         name = f"{self._prefix}_{_snake(key)}"

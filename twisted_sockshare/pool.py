@@ -65,10 +65,18 @@ class SockSharePool:
         return client
 
     def request(
-        self, destination: str, payload: bytes, endpoint: IStreamClientEndpoint | None = None
+        self,
+        destination: str,
+        payload: bytes,
+        endpoint: IStreamClientEndpoint | None = None,
+        *,
+        idempotent: bool = False,
+        timeout: float | None = None,
+        waitForReady: bool = False,
     ) -> Deferred[bytes]:
         """
-        Send C{payload} to C{destination}'s shared client (see
+        Send C{payload} to C{destination}'s shared client; C{idempotent},
+        C{timeout} and C{waitForReady} mean what they mean there (see
         L{SockShareClientFactory.request}).
         """
         self._sweep()
@@ -76,7 +84,7 @@ class SockSharePool:
             client = self.clientFor(destination, endpoint)
         except ClientClosed as error:
             return fail(error)
-        return client.request(payload)
+        return client.request(payload, idempotent=idempotent, timeout=timeout, waitForReady=waitForReady)
 
     def _sweep(self) -> None:
         """

@@ -45,6 +45,15 @@ class ClientStats:
     goawaysReceived: int = 0
     #: CANCEL frames sent for requests that timed out or were cancelled.
     cancelsSent: int = 0
+    #: Idempotent requests sent again after their connection was lost
+    #: without their reply (never counted as failures).
+    retries: int = 0
+    #: Connections retired (among C{connectionsRetired}) because they had
+    #: written C{maxRequestsPerConnection} requests.
+    retiredAtRequestLimit: int = 0
+    #: Connections retired (among C{connectionsRetired}) because every id of
+    #: the codec's id space (C{maxRequestId}) was held.
+    retiredOutOfIds: int = 0
 
     @classmethod
     def fromDict(cls, counters: Mapping[str, int]) -> ClientStats:
@@ -142,6 +151,9 @@ class _Events:
         "retired",
         "goawaysReceived",
         "cancelsSent",
+        "retries",
+        "retiredAtRequestLimit",
+        "retiredOutOfIds",
         "latencySum",
         "latencyCounts",
     )
@@ -150,6 +162,7 @@ class _Events:
         self.connectionsOpened = self.connectionsClosed = self.connectFailures = 0
         self.remoteErrors = self.failures = self.timeouts = self.cancelled = self.rejected = 0
         self.lateResponses = self.retired = self.goawaysReceived = self.cancelsSent = 0
+        self.retries = self.retiredAtRequestLimit = self.retiredOutOfIds = 0
         self.latencySum = 0.0
         #: Replies per latency bucket (counted with C{latencyHistogram} only).
         self.latencyCounts = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -196,6 +209,9 @@ class _ClientCounters:
             connectionsRetired=events.retired,
             goawaysReceived=events.goawaysReceived,
             cancelsSent=events.cancelsSent,
+            retries=events.retries,
+            retiredAtRequestLimit=events.retiredAtRequestLimit,
+            retiredOutOfIds=events.retiredOutOfIds,
         )
 
 
