@@ -42,6 +42,13 @@ class ExampleTests(SynchronousTestCase):
             "[b'HELLO 0', b'HELLO 1'] ... 100 replies over 1 connection\n",
         )
 
+    def test_dnsCodec(self) -> None:
+        """docs/codecs.rst's DNS-over-TCP codec pipelines 100 queries to Twisted's DNS server over one connection."""
+        self.assertEqual(
+            self.runExample("dns_codec.py"),
+            "['host0.example.test', 'host1.example.test'] ... 100 answers over 1 connection\n",
+        )
+
     def test_testingDoubles(self) -> None:
         """docs/testing.rst's example tests code against the stub and the in-memory backend."""
         self.assertEqual(
