@@ -156,8 +156,8 @@ class PoolDestination:
         self.pool = pool
         self.destination = destination
 
-    def request(self, payload: bytes) -> Deferred[bytes]:
-        return self.pool.request(self.destination, payload)
+    def request(self, payload: bytes, **options: Any) -> Deferred[bytes]:
+        return self.pool.request(self.destination, payload, **options)
 
     @property
     def pending(self) -> int:

@@ -19,6 +19,8 @@ from zope.interface.verify import verifyObject
 
 from twisted_sockshare import (
     ClientClosed,
+    ConnectFailed,
+    ConnectionDropped,
     InvalidRequest,
     PayloadTooLarge,
     RemoteError,
@@ -104,6 +106,21 @@ class ContractMixin:
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertEqual(self.openTransports(client), 0)
         self.assertTrue(self.outcomes.allFiredOnce(), self.outcomes.results)
+
+    def serverCloses(self, client: Any, clean: bool = True) -> None:
+        """
+        The backends close every open connection, cleanly or with a reset,
+        leaving the requests on them unanswered.
+        """
+        if not self.throughReactor:
+            client.disconnect(clean)
+            return
+        for link in self.reactor.openLinks:
+            server = link.ends[0]
+            if clean:
+                server.loseConnection()
+            else:
+                server.abortConnection()
 
     # -- The checks -----------------------------------------------------------
 
@@ -252,6 +269,81 @@ class ContractMixin:
             self.assertTrue(isinstance(outcome[0], Failure) and outcome[0].check(SockShareError), outcome)
         self.assertNothingLeft(client)
 
+    # -- A request's own options: timeout, idempotent, waitForReady ---------------
+
+    def test_ownTimeout(self) -> None:
+        """
+        timeout= overrides requestTimeout for that request alone, shorter or
+        longer; it fails alone, its handler cancelled; a bad one is refused at once.
+        """
+        client = self.client(requestTimeout=10.0)
+        short = self.outcomes.track(client.request(b"hold short", timeout=2))
+        shared = self.outcomes.track(client.request(b"hold shared"))
+        long = self.outcomes.track(client.request(b"hold long", timeout=25.5))
+        self.reactor.advance(2)
+        self.assertTrue(failedWith(short, RequestTimeout), short)
+        self.assertIn("timeout=2", str(short[0].value))  # type: ignore[union-attr]
+        self.assertEqual(self.handler.cancelled, [b"hold short"])
+        self.assertEqual((shared, long), ([], []))
+        self.reactor.advance(8)
+        self.assertTrue(failedWith(shared, RequestTimeout), shared)
+        self.assertEqual(long, [])
+        self.reactor.advance(15)
+        self.assertEqual(long, [])
+        self.reactor.advance(0.5)
+        self.assertTrue(failedWith(long, RequestTimeout), long)
+        self.assertEqual(client.stats()["timeouts"], 3)
+        for bad, kind in [(0, ValueError), (-1, ValueError), (float("nan"), ValueError), ("1", TypeError)]:
+            refused = self.outcomes.track(client.request(b"echo", timeout=bad))
+            self.assertTrue(failedWith(refused, kind), (bad, refused))
+        answered = self.outcomes.track(client.request(b"hold on time", timeout=5))
+        self.handler.answer(b"hold on time")
+        self.assertEqual(answered, [b"hold on time"])
+        self.assertNothingLeft(client)
+
+    def test_idempotentSentAgainAfterClose(self) -> None:
+        """
+        The server closes the connection with requests unanswered: the
+        idempotent one is sent again on a fresh connection and answered, the
+        other fails with ConnectionDropped; the resend is counted in
+        retries, never as a failure.
+        """
+        client = self.client(requestTimeout=None)
+        self.assertEqual(self.outcomes.track(client.request(b"echo first")), [b"echo first"])
+        again = self.outcomes.track(client.request(b"hold again", idempotent=True))
+        lost = self.outcomes.track(client.request(b"hold lost"))
+        self.serverCloses(client)
+        self.assertTrue(failedWith(lost, ConnectionDropped), lost)
+        self.assertEqual(again, [])
+        self.assertEqual(self.handler.seen.count(b"hold again"), 2)
+        self.handler.answer(b"hold again")
+        self.assertEqual(again, [b"hold again"])
+        stats = client.stats()
+        self.assertEqual((stats["retries"], stats["failures"], stats["responses"]), (1, 1, 2))
+        self.assertNothingLeft(client)
+
+    def test_idempotentAfterResetOnce(self) -> None:
+        """
+        After a reset (the server may have crashed on it) an idempotent
+        request is sent again once; a second reset fails it.
+        """
+        client = self.client(requestTimeout=None)
+        again = self.outcomes.track(client.request(b"hold again", idempotent=True))
+        self.serverCloses(client, clean=False)
+        self.assertEqual((again, self.handler.seen.count(b"hold again")), ([], 2))
+        self.serverCloses(client, clean=False)
+        self.assertTrue(failedWith(again, ConnectionDropped), again)
+        self.assertEqual(self.handler.seen.count(b"hold again"), 2)
+        self.assertEqual(client.stats()["retries"], 1)
+        self.assertNothingLeft(client)
+
+    def test_waitForReadyAnswered(self) -> None:
+        """With a backend up, waitForReady changes nothing: the request is answered."""
+        client = self.client()
+        answered = self.outcomes.track(client.request(b"echo ready", waitForReady=True, timeout=5))
+        self.assertEqual(answered, [b"echo ready"])
+        self.assertNothingLeft(client)
+
 
 class QueuedContractMixin(ContractMixin):
     """
@@ -307,8 +399,74 @@ class QueuedContractMixin(ContractMixin):
         self.assertNothingLeft(client)
 
 
+class DownContractMixin(QueuedContractMixin):
+    """
+    The checks about backends that are down, for the implementations that
+    reach them through the reactor.
+    """
+
+    def down(self) -> None:
+        self.reactor.servers.clear()
+
+    def up(self) -> None:
+        self.reactor.servers.update(self.backends.servers)
+
+    def test_waitForReadyWaitsThroughBackoff(self) -> None:
+        """
+        Every backend down: a request fails at once with ConnectFailed, but
+        one made with waitForReady waits, and is answered once a backend is
+        up again; without one coming up it fails when its timeout runs out.
+        """
+        self.down()
+        client = self.client(requestTimeout=None)
+        fast = self.outcomes.track(client.request(b"echo fast"))
+        self.assertTrue(failedWith(fast, ConnectFailed), fast)
+        waiting = self.outcomes.track(client.request(b"echo waiting", waitForReady=True, timeout=30))
+        givesUp = self.outcomes.track(client.request(b"echo gives up", waitForReady=True, timeout=1))
+        self.reactor.advance(1)
+        self.assertTrue(failedWith(givesUp, RequestTimeout), givesUp)
+        self.assertEqual(waiting, [])
+        self.assertEqual(client.pending, 1)
+        self.reactor.advance(5)
+        self.assertEqual(waiting, [])
+        self.up()
+        for _ in range(100):
+            self.reactor.advance(0.1)
+        self.assertEqual(waiting, [b"echo waiting"])
+        self.assertNothingLeft(client)
+
+    def test_waitForReadyBoundedByConnectTimeout(self) -> None:
+        """Without a timeout of its own, waitForReady waits connectTimeout at most, then fails with ConnectFailed."""
+        self.down()
+        client = self.client(connectTimeout=3.0, requestTimeout=None)
+        self.outcomes.track(client.request(b"echo fast"))
+        waiting = self.outcomes.track(client.request(b"echo waiting", waitForReady=True))
+        self.reactor.advance(2.9)
+        self.assertEqual(waiting, [])
+        self.reactor.advance(0.2)
+        self.assertTrue(failedWith(waiting, ConnectFailed), waiting)
+        self.assertNothingLeft(client)
+
+    def test_waitForReadyCountsAndCloses(self) -> None:
+        """Waiting requests count toward maxPending; close() fails them with ClientClosed at once."""
+        self.down()
+        client = self.client(maxPending=2, requestTimeout=None)
+        self.outcomes.track(client.request(b"echo fast"))
+        waiting = [
+            self.outcomes.track(client.request(b"echo %d" % i, waitForReady=True, timeout=60))
+            for i in range(2 * self.endpoints)
+        ]
+        over = self.outcomes.track(client.request(b"echo over", waitForReady=True, timeout=60))
+        self.assertTrue(failedWith(over, TooManyPending), over)
+        self.assertEqual(client.pending, 2 * self.endpoints)
+        self.assertEqual(self.outcomes.track(client.close()), [None])
+        for each in waiting:
+            self.assertTrue(failedWith(each, ClientClosed), each)
+        self.assertNothingLeft(client)
+
+
 def _contractCase(name: str, make: Callable[..., Any], endpoints: int, throughReactor: bool) -> type:
-    mixin = QueuedContractMixin if throughReactor else ContractMixin
+    mixin = DownContractMixin if throughReactor else ContractMixin
     attributes = {
         "make": staticmethod(make),
         "endpoints": endpoints,

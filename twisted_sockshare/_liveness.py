@@ -49,8 +49,10 @@ class _Liveness:
         """
         if self.waiting is None and self._connection.usable:
             self._token = (self._token + 1) & MAX_REQUEST_ID
-            self._connection._write(encodeFrame(self._token, PING, b""))
+            # Waiting before the write: a transport that delivers at once
+            # may bring the answer before the write returns.
             self.waiting = self._clock.callLater(self._timeout, self._timedOut)
+            self._connection._write(encodeFrame(self._token, PING, b""))
 
     def heard(self) -> None:
         """A byte came: the waiting PING is answered."""

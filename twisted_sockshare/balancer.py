@@ -23,7 +23,15 @@ from zope.interface import implementer
 from ._reactor import maybeGlobalReactor
 from ._retrybudget import _RetryBudget
 from .client import SockShareClientFactory
-from .errors import ClientClosed, ConnectFailed, ConnectionDropped, ProtocolViolation, RemoteError, RequestTimeout
+from .errors import (
+    ClientClosed,
+    ConnectFailed,
+    ConnectionDropped,
+    ProtocolViolation,
+    RemoteError,
+    RequestTimeout,
+    TooManyPending,
+)
 from .interfaces import ISockShareClient
 from .options import ClientOptions, checkTimeout
 from .stats import ClientStats
@@ -502,6 +510,10 @@ class SockShareBalancer:
         if not candidates:
             wait = min(m.downUntil for m in self._members) - now
             if call.waitForReady and now < call.waitUntil:
+                limit = self._options.get("maxPending", 10_000) * len(self._members)
+                if len(self._waiting) >= limit:
+                    self._fail(call, TooManyPending(f"{limit} requests already wait for an endpoint to be up"))
+                    return
                 self._waitForReady(call, min(max(wait, 0.01), call.waitUntil - now))
                 return
             detail = "; ".join(call.why) if call.why else f"next retry in {max(wait, 0):.1f} s"

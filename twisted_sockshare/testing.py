@@ -77,6 +77,23 @@ class StubSockShareClient(SockShareClientFactory):
         self.serverFactory = endpoint.serverFactory = _StubServerFactory(
             record, clock=self.clock, maxPayload=self.maxPayload, maxInFlight=self.maxPending, frameTimeout=None
         )
+        self._stubEndpoint = endpoint
+
+    def disconnect(self, clean: bool = True) -> None:
+        """
+        The backend closes every connection open now, with the requests on
+        it unanswered: cleanly (as a server that closes a connection after
+        a number of requests, or restarts), or with a reset if not
+        C{clean}.  What the client does then (fail them with
+        L{ConnectionDropped}, or send the idempotent ones again) is what a
+        real backend's close would make it do.
+        """
+        for link in self._stubEndpoint.links:
+            server = link.ends[0]
+            if clean:
+                server.loseConnection()
+            else:
+                server.abortConnection()
 
 
 class _StubServerFactory(SockShareServerFactory):
@@ -202,6 +219,7 @@ class _LoopbackEndpoint:
 
     def __init__(self, description: str) -> None:
         self._description = description
+        self.links: list[_Link] = []
 
     def __repr__(self) -> str:
         return self._description
@@ -211,6 +229,7 @@ class _LoopbackEndpoint:
         link = _loopback(self.serverFactory, factory)
         if link is None:
             return fail(ConnectionRefusedError("the server refused the connection"))
+        self.links = [each for each in self.links if each.open] + [link]
         return succeed(link.ends[1].protocol)
 
 
