@@ -138,6 +138,9 @@ CASES: dict[str, Callable[[int], float]] = {
     # One caller, as sockshare bench -c 1 runs it.
     "minimal-1": lambda rounds: minimal(rounds * 100, callers=1),
     "shared-1": lambda rounds: shared(rounds * 100, callers=1),
+    # A thousand callers on one connection.
+    "minimal-1000": lambda rounds: minimal(max(1, rounds // 10), callers=1000),
+    "shared-1000": lambda rounds: shared(max(1, rounds // 10), callers=1000),
     # One caller that waits for each reply: the count falls to zero.
     "minimal-1-waits": lambda rounds: minimal(rounds * 100, callers=1, waits=True),
     "shared-1-waits": lambda rounds: shared(rounds * 100, callers=1, waits=True),

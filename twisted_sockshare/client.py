@@ -260,7 +260,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
     # -- Requests ------------------------------------------------------------
 
     def request(
-        self, payload: bytes, *, idempotent: bool = False, timeout: float | None = None, waitForReady: bool = False
+        self, payload: bytes, idempotent: bool = False, timeout: float | None = None, waitForReady: bool = False
     ) -> Deferred[bytes]:
         """
         Send C{payload} to the backend and wait for its response.

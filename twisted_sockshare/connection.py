@@ -182,10 +182,14 @@ class SockShareClientProtocol(Protocol):
         # Writes left before the connection may be full: of the requests
         # allowed (maxRequestsPerConnection), or of the ids free.  The
         # request path counts this one number down; _checkFull, at zero,
-        # tells which it is.
+        # tells which it is.  None: it can never be full (no cap, and ids
+        # of 32 bits: more than any table holds), and nothing is counted.
         self._requestsLeft = options.maxRequestsPerConnection
         freeIds = self._maxId + 1
-        self._writesLeft = self._writesCounted = min(self._requestsLeft or freeIds, freeIds)
+        self._writesLeft: int | None = None
+        self._writesCounted = 0
+        if self._requestsLeft is not None or self._maxId < MAX_REQUEST_ID:
+            self._writesLeft = self._writesCounted = min(self._requestsLeft or freeIds, freeIds)
         # While replies are being delivered, the requests their callbacks
         # send are collected here and written at once.
         self._batch: list[bytes] | None = None
@@ -252,9 +256,12 @@ class SockShareClientProtocol(Protocol):
             batch.append(frame)
         else:
             self.transport.write(frame)  # type: ignore[union-attr]
-        self._writesLeft -= 1
-        if self._writesLeft == 0:
-            self._checkFull()
+        countdown = self._writesLeft
+        if countdown is not None:
+            countdown -= 1
+            self._writesLeft = countdown
+            if countdown == 0:
+                self._checkFull()
 
     def _checkFull(self) -> None:
         """
