@@ -144,6 +144,13 @@ class _Connector:
         C{request} (made with C{waitForReady}) waits for the next connect
         attempt, at the end of the backoff, rather than failing now.
         """
+        extra = request.extra
+        assert extra is not None
+        if extra.timer is None and extra.timeout is None and self.connectTimeout is not None:
+            # Its own timeout bounds its wait if it has one; else connectTimeout.
+            left = request.sentAt + self.connectTimeout - self._clock.seconds()
+            extra.timer = self._clock.callLater(max(0.0, left), self._readyTimedOut, request)
+            request.addBoth(extra.stop)
         if self._readyWaiters is None:
             self._readyWaiters = []
         self._readyWaiters.append(request)

@@ -23,23 +23,27 @@ class _RetryBudget:
         self._clock = clock
         self._buckets: dict[int, list[int]] = {}
 
-    def _bucket(self) -> list[int]:
-        now = int(self._clock.seconds())
-        bucket = self._buckets.get(now)
+    def _bucket(self, now: float) -> list[int]:
+        second = int(now)
+        bucket = self._buckets.get(second)
         if bucket is None:
-            for second in [s for s in self._buckets if s <= now - BUDGET_WINDOW]:
-                del self._buckets[second]
-            bucket = self._buckets[now] = [0, 0]
+            for old in [s for s in self._buckets if s <= second - BUDGET_WINDOW]:
+                del self._buckets[old]
+            bucket = self._buckets[second] = [0, 0]
         return bucket
 
-    def request(self) -> None:
-        self._bucket()[0] += 1
+    def request(self, now: float | None = None) -> None:
+        """
+        Count one request that may be retried, made at C{now} (the clock's
+        time if L{None}).
+        """
+        self._bucket(self._clock.seconds() if now is None else now)[0] += 1
 
     def withdraw(self) -> bool:
         """
         Take one retry, if the budget allows it.
         """
-        bucket = self._bucket()
+        bucket = self._bucket(self._clock.seconds())
         requests = sum(b[0] for b in self._buckets.values())
         retries = sum(b[1] for b in self._buckets.values())
         if retries >= BUDGET_FRACTION * requests + BUDGET_PER_SECOND * BUDGET_WINDOW:

@@ -352,16 +352,13 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         if problem is not None:
             return problem
         extra = request.extra = _Extra(timeout, bool(waitForReady), payload if idempotent else None)
-        request.addBoth(extra.stop)
         if idempotent:
-            self._retryBudget.request()
+            self._retryBudget.request(request.sentAt)
         if timeout is not None:
             extra.timer = self._clock.callLater(timeout, self._ownTimeout, request)
-            return None
-        if self._deadlineCall is None and self.requestTimeout is not None:
+            request.addBoth(extra.stop)
+        elif self._deadlineCall is None and self.requestTimeout is not None:
             self._deadlineCall = self._clock.callLater(self.requestTimeout, self._checkDeadlines)
-        if waitForReady and self.connectTimeout is not None:
-            extra.timer = self._clock.callLater(self.connectTimeout, self._readyTimedOut, request)
         return None
 
     def _dispatch(self, request: _Request, payload: bytes) -> None:

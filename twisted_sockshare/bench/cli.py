@@ -22,7 +22,7 @@ import twisted
 
 from .. import __version__
 from ..demo.convert import number
-from .contenders import KINDS
+from .contenders import KINDS, SHARED_CLIENTS
 from .report import ProgressLine, plot, render, summary, writeJSON
 from .runner import Plan, Row, run
 
@@ -137,6 +137,18 @@ class BenchOptions(_Command):
         ["in-process", None, "Run the backend in the load generator's process."],
         ["no-pin", None, "Do not pin the load generator and the backend to different CPUs."],
         ["quiet", "q", "No progress line."],
+        [
+            "idempotent",
+            None,
+            "Send every request with idempotent=True: one the backend closed its connection on is sent again "
+            "(shared clients only).",
+        ],
+        [
+            "wait-for-ready",
+            None,
+            "Send every request with waitForReady=True: it waits through the connect backoff rather than "
+            "failing at once (shared clients only).",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -183,6 +195,16 @@ class BenchOptions(_Command):
             raise usage.UsageError("give --requests or --duration, not both")
         if self["server-process"] and self["in-process"]:
             raise usage.UsageError("give --server-process or --in-process, not both")
+        if self["idempotent"] or self["wait-for-ready"]:
+            given = set(self["strategies"])
+            others = sorted(given - set(SHARED_CLIENTS))
+            if others:
+                raise usage.UsageError(
+                    f"--idempotent and --wait-for-ready are options of the shared clients "
+                    f"({', '.join(SHARED_CLIENTS)}), not of {', '.join(others)}"
+                )
+            if not given:
+                self["strategies"] = list(SHARED_CLIENTS)
         if self["restart-every"] is not None and (self["in-process"] or self["backend"] is not None):
             raise usage.UsageError(
                 "--restart-every needs the backend in its own process (not --in-process or --backend)"
@@ -228,6 +250,8 @@ class BenchOptions(_Command):
             seed=self["seed"],
             repeat=self["repeat"],
             restartEvery=self["restart-every"],
+            idempotent=bool(self["idempotent"]),
+            waitForReady=bool(self["wait-for-ready"]),
         )
 
 

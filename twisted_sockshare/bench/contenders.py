@@ -334,6 +334,10 @@ def _shared(settingsIdle: bool = False, **options: Any) -> Callable[..., Contend
     return build
 
 
+#: The strategies that are the library's shared client, which take request
+#: options (C{sockshare bench --idempotent --wait-for-ready}).
+SHARED_CLIENTS = ("shared", "shared-eager", "shared-linger", "persistent")
+
 KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in [

@@ -15,6 +15,7 @@ import random
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from twisted.internet import defer
@@ -28,6 +29,7 @@ from twisted.python.failure import Failure
 import twisted
 
 from .. import __version__
+from ..client import SockShareClientFactory
 from . import backend as _backend
 from .contenders import KINDS, Contender, CountingEndpoint, Kind, Settings
 from .load import ClosedLoop, Tally, bursts, openSockets, outstandingMemory, payloads, peakResidentBytes, residentBytes
@@ -58,6 +60,10 @@ class Plan:
     repeat: int = 1
     stallTimeout: float = 10.0
     restartEvery: float | None = None
+    #: The request options the library's shared clients are given
+    #: (C{request(payload, idempotent=..., waitForReady=...)}).
+    idempotent: bool = False
+    waitForReady: bool = False
 
 
 @dataclass
@@ -376,10 +382,14 @@ async def _measure(
     endpoint = CountingEndpoint(backend.endpoint(kind.service))
     contender = kind.build(endpoint, reactor, settings)
     sent = payloads(settings.concurrency, plan.payloadSize)
+    request = contender.request
+    if plan.idempotent or plan.waitForReady:
+        assert isinstance(contender, SockShareClientFactory), "request options need a shared client"
+        request = partial(contender.request, idempotent=plan.idempotent, waitForReady=plan.waitForReady)
     if plan.warmup:
-        await _drive(reactor, ClosedLoop(contender.request, sent, total=plan.warmup), plan.stallTimeout)
+        await _drive(reactor, ClosedLoop(request, sent, total=plan.warmup), plan.stallTimeout)
     gc.collect()
-    load = ClosedLoop(contender.request, sent, total=plan.requests, duration=plan.duration)
+    load = ClosedLoop(request, sent, total=plan.requests, duration=plan.duration)
     if progress is not None:
         progress(f"{kind.name} c={settings.concurrency}", load)
     restarts = None
