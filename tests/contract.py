@@ -156,8 +156,12 @@ class PoolDestination:
         self.pool = pool
         self.destination = destination
 
-    def request(self, payload: bytes, **options: Any) -> Deferred[bytes]:
-        return self.pool.request(self.destination, payload, **options)
+    def request(
+        self, payload: bytes, idempotent: bool = False, timeout: float | None = None, waitForReady: bool = False
+    ) -> Deferred[bytes]:
+        return self.pool.request(
+            self.destination, payload, idempotent=idempotent, timeout=timeout, waitForReady=waitForReady
+        )
 
     @property
     def pending(self) -> int:

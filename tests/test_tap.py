@@ -85,6 +85,20 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertIn("--backend 'bogus:x' is not a valid endpoint", str(e))
 
+    def test_waitForReadyAndBudget(self) -> None:
+        """
+        --wait-for-ready and --request-timeout reach the gateway: its backend
+        requests wait for ready, and no caller's budget exceeds the timeout.
+        """
+        from twisted_sockshare.demo.tap import makeClientService
+
+        for argv, waits, limit in [([], False, 30.0), (["--wait-for-ready", "--request-timeout=2"], True, 2.0)]:
+            options = ClientOptions()
+            options.parseOptions(["--listen=tcp:0", *argv])
+            service = makeClientService(options)
+            resource = [s for s in service if hasattr(s, "factory")][0].factory.resource  # type: ignore[attr-defined]
+            self.assertEqual((resource.waitForReady, resource.requestTimeout), (waits, limit))
+
     def test_serverIdleTimeout(self) -> None:
         """--idle-timeout reaches the server factory; 0 is refused."""
         options = ServerOptions()

@@ -396,7 +396,6 @@ class SockShareBalancer:
         self,
         payload: bytes,
         idempotent: bool = False,
-        *,
         timeout: float | None = None,
         waitForReady: bool = False,
     ) -> Deferred[bytes]:

@@ -16,10 +16,18 @@ class ISockShareClient(Interface):
 
     pending = Attribute("How many requests were accepted and have not been answered or failed yet (an int).")
 
-    def request(payload: bytes) -> Deferred[bytes]:
+    def request(
+        payload: bytes, idempotent: bool = False, timeout: float | None = None, waitForReady: bool = False
+    ) -> Deferred[bytes]:
         """
         Send C{payload} and wait for the reply.  Never raises.
 
+        @param idempotent: the request may be sent again if its connection
+            is lost without its reply.
+        @param timeout: this request's own timeout in seconds (L{None}: the
+            client's C{requestTimeout}).
+        @param waitForReady: wait for the backend through the connect
+            backoff rather than failing at once.
         @return: a Deferred that fires once, with the reply's bytes or with
             a failure (a L{twisted_sockshare.SockShareError} subclass, or
             C{CancelledError} if the caller cancelled it).

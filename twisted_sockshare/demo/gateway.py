@@ -3,7 +3,12 @@
 The demo API gateway: an HTTP API whose every request is exchanged with the
 backend through one client (shared, or one connection per request).
 
-    - C{POST /request}: the body is the payload; C{200} with the backend's reply.
+    - C{POST /request}: the body is the payload; C{200} with the backend's
+      reply.  A caller may say how long it waits, in seconds, in an
+      C{X-Request-Timeout} header: the backend request is given what is
+      left of that (and never more than the gateway's own limit), counted
+      from the request's first line; a budget already spent is C{504} at
+      once, and a malformed one C{400}.
     - C{GET /stats}: the client's counters as JSON, plus C{strategy} and C{backend}
       (and C{endpointStats}, each endpoint's, with several).
     - C{GET /metrics}: the same counters, the backend requests' latency and the
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -100,12 +106,25 @@ class _GatewayLeaf(_Leaf):
         self._gateway = gateway
 
 
+#: The header in which a caller gives its budget, in seconds.
+TIMEOUT_HEADER = b"x-request-timeout"
+
+
 class _Exchange(_GatewayLeaf):
     def render_POST(self, request: Request) -> bytes | int:
         assert request.content is not None
         payload = request.content.read()
         gateway = self._gateway
-        d = gateway.backend.request(payload)
+        try:
+            left = gateway.timeLeft(request)
+        except ValueError as error:
+            return _plain(request, 400, str(error))
+        if left is not None and left <= 0:
+            return _plain(request, 504, "the caller's budget (X-Request-Timeout) was spent before the backend request")
+        if left is None and not gateway.waitForReady:
+            d = gateway.backend.request(payload)
+        else:
+            d = gateway.backend.request(payload, timeout=left, waitForReady=gateway.waitForReady)
         gateway.inFlight.add(d)
         finished: list[object] = []
 
@@ -208,13 +227,33 @@ class GatewayResource(Resource):
     The gateway's HTTP API over one backend client.
 
     @ivar inFlight: the backend requests not answered yet.
+    @ivar requestTimeout: the most seconds a backend request is given (the
+        client's C{requestTimeout}), whatever a caller's budget.
+    @ivar waitForReady: whether backend requests wait through the connect
+        backoff (C{request(..., waitForReady=True)}) rather than failing at once.
     """
 
-    def __init__(self, backend: ISockShareClient, strategy: str, backendDescription: str) -> None:
+    def __init__(
+        self,
+        backend: ISockShareClient,
+        strategy: str,
+        backendDescription: str,
+        *,
+        requestTimeout: float | None = None,
+        waitForReady: bool = False,
+        seconds: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """
+        @param seconds: the clock a request's first line was read on
+            (L{GatewayRequest.begun}).
+        """
         super().__init__()
         self.backend = backend
         self.strategy = strategy
         self.backendDescription = backendDescription
+        self.requestTimeout = requestTimeout
+        self.waitForReady = waitForReady
+        self._seconds = seconds
         self.inFlight: set[Deferred[bytes]] = set()
         self._drainWaiters: list[Deferred[None]] = []
         #: The gateway's Prometheus figures, if C{prometheus_client} is installed.
@@ -230,6 +269,29 @@ class GatewayResource(Resource):
 
     def render(self, request: Request) -> bytes:
         return _NotFound().render(request)
+
+    def timeLeft(self, request: Request) -> float | None:
+        """
+        The seconds left of C{request}'s caller's budget (its
+        C{X-Request-Timeout}, from its first line), at most
+        L{requestTimeout}; L{None} if it gave none (the client's
+        C{requestTimeout} applies).
+
+        @raise ValueError: if the header is not a number of seconds above 0.
+        """
+        given = request.getHeader(TIMEOUT_HEADER)
+        if given is None:
+            return None
+        try:
+            budget = float(given)
+        except ValueError:
+            budget = float("nan")
+        if not 0 < budget < float("inf"):
+            raise ValueError(f"X-Request-Timeout must be a number of seconds above 0, not {given[:40]!r}")
+        if self.requestTimeout is not None:
+            budget = min(budget, self.requestTimeout)
+        begun = getattr(request, "begun", None)
+        return budget if begun is None else budget - (self._seconds() - begun)
 
     def drained(self) -> Deferred[None]:
         """
@@ -270,6 +332,12 @@ class GatewayRequest(Request):
     maxPayload = 1_048_576
     _received = 0
     _refused = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: When its first line was read (C{time.monotonic}): a caller's
+        #: budget counts from then.
+        self.begun = time.monotonic()
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.maxPayload:
@@ -341,4 +409,4 @@ def makeSite(resource: GatewayResource, maxPayload: int, idleTimeout: float = 60
     return site
 
 
-__all__ = ["GatewayResource", "GatewayRequest", "makeSite", "statusFor", "RETRY_AFTER"]
+__all__ = ["GatewayResource", "GatewayRequest", "makeSite", "statusFor", "RETRY_AFTER", "TIMEOUT_HEADER"]

@@ -60,16 +60,19 @@ class PerRequestClient:
     def connected(self) -> bool:
         return any(client.connected for client in self._clients)
 
-    def request(self, payload: bytes) -> Deferred[bytes]:
+    def request(
+        self, payload: bytes, idempotent: bool = False, timeout: float | None = None, waitForReady: bool = False
+    ) -> Deferred[bytes]:
         """
-        Send C{payload} on a new connection, closed once it is answered.
+        Send C{payload} on a new connection, closed once it is answered (the
+        options as for L{SockShareClientFactory.request}).
         """
         if self._closing or len(self._clients) >= self._maxPending:
             return self._refuse()
         client = SockShareClientFactory(self._endpoint, self._reactor, maxPending=1, **self._options)
         self._clients.add(client)
         self._peakPending = max(self._peakPending, len(self._clients))
-        result = client.request(payload)
+        result = client.request(payload, idempotent, timeout, waitForReady)
         client.close().addBoth(self._retire, client)
         return result
 
@@ -148,18 +151,21 @@ class SerializedClient:
     def pending(self) -> int:
         return self._client.pending + self._waiting
 
-    def request(self, payload: bytes) -> Deferred[bytes]:
+    def request(
+        self, payload: bytes, idempotent: bool = False, timeout: float | None = None, waitForReady: bool = False
+    ) -> Deferred[bytes]:
         """
         Send C{payload} once every earlier request has been answered (or
-        has failed).  Requests still waiting their turn when L{close} is
-        called fail with L{ClientClosed}.
+        has failed); the options as for L{SockShareClientFactory.request},
+        C{timeout} counted from its turn.  Requests still waiting their turn
+        when L{close} is called fail with L{ClientClosed}.
         """
         self._waiting += 1
-        return self._turn.run(self._send, payload)
+        return self._turn.run(self._send, payload, idempotent, timeout, waitForReady)
 
-    def _send(self, payload: bytes) -> Deferred[bytes]:
+    def _send(self, payload: bytes, idempotent: bool, timeout: float | None, waitForReady: bool) -> Deferred[bytes]:
         self._waiting -= 1
-        return self._client.request(payload)
+        return self._client.request(payload, idempotent, timeout, waitForReady)
 
     def close(self) -> Deferred[None]:
         """

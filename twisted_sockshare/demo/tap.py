@@ -252,6 +252,12 @@ class ClientOptions(usage.Options):
             None,
             "Fail only the late request (and send CANCEL); the default with the sockshare frames.",
         ],
+        [
+            "wait-for-ready",
+            None,
+            "While the backend is down, let requests wait (up to --connect-timeout, or the caller's "
+            "X-Request-Timeout) for it to come back, rather than fail at once with 502.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -399,7 +405,13 @@ def makeClientService(options: ClientOptions) -> IService:
         client = SockShareClientFactory(options["backend"], reactor, **clientOptions)
     else:
         client = PerRequestClient(options["backend"], reactor, **clientOptions)
-    resource = GatewayResource(client, options["strategy"], options["backend"])
+    resource = GatewayResource(
+        client,
+        options["strategy"],
+        options["backend"],
+        requestTimeout=options["request-timeout"],
+        waitForReady=bool(options["wait-for-ready"]),
+    )
     site = makeSite(resource, options["max-payload"])
     service = _GatewayService()
     _PortFileService(options["endpoint"], site, options["port-file"]).setServiceParent(service)
