@@ -23,6 +23,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
+from twisted_sockshare.codecs import Multiplexed
 from twisted_sockshare.wire import ERROR, REQUEST, RESPONSE, SERVER_RECEIVES, FrameDecoder, encodeFrame
 
 
@@ -188,3 +189,10 @@ def connectServer(factory: Any) -> tuple[Any, StringTransport]:
     transport = StringTransport()
     protocol.makeConnection(transport)
     return protocol, transport
+
+
+class SmallIds(Multiplexed):
+    """This project's frames, with request ids from 0 to C{maxRequestId} only."""
+
+    def __init__(self, maxRequestId: object) -> None:
+        self.maxRequestId = maxRequestId

@@ -57,10 +57,17 @@ class BalancerMachine(RuleBasedStateMachine):
         self.closed: list[object] | None = None
         self.count = 0
 
-    @rule(kind=st.sampled_from([b"echo", b"hold", b"hold", b"raise"]), idempotent=st.booleans())
-    def request(self, kind: bytes, idempotent: bool) -> None:
+    @rule(
+        kind=st.sampled_from([b"echo", b"hold", b"hold", b"raise"]),
+        idempotent=st.booleans(),
+        timeout=st.sampled_from([None, None, 1.0, 5.0]),
+        waitForReady=st.booleans(),
+    )
+    def request(self, kind: bytes, idempotent: bool, timeout: float | None, waitForReady: bool) -> None:
         self.count += 1
-        d = self.balancer.request(kind + b" %d" % self.count, idempotent=idempotent)
+        d = self.balancer.request(
+            kind + b" %d" % self.count, idempotent=idempotent, timeout=timeout, waitForReady=waitForReady
+        )
         results: list[object] = []
         d.addBoth(results.append)
         self.deferreds.append(d)

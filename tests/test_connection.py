@@ -12,20 +12,13 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_sockshare._request import _Request
-from twisted_sockshare.codecs import Delimited, Multiplexed
+from twisted_sockshare.codecs import Delimited
 from twisted_sockshare.connection import ConnectionState, SockShareClientProtocol
 from twisted_sockshare.errors import ConnectionDropped, ProtocolViolation
 from twisted_sockshare.options import ClientOptions
 from twisted_sockshare.wire import CANCEL, ERROR, PING, PONG, RESPONSE, encodeFrame
 
-from .helpers import StrictTransport
-
-
-class _SmallIds(Multiplexed):
-    """This project's frames, with ids from 0 to C{maxRequestId} only."""
-
-    def __init__(self, maxRequestId: int) -> None:
-        self.maxRequestId = maxRequestId
+from .helpers import SmallIds, StrictTransport
 
 
 class RecordingOwner:
@@ -168,7 +161,7 @@ class ConnectionTests(SynchronousTestCase):
         held (in flight or orphaned); once every id is held the connection
         is full, and no id is ever given twice.
         """
-        connection, transport = self.connect(codec=_SmallIds(3))
+        connection, transport = self.connect(codec=SmallIds(3))
         first = [self.request() for _ in range(3)]
         for request in first:
             connection.send(request, b"x")
@@ -197,7 +190,7 @@ class ConnectionTests(SynchronousTestCase):
 
     def test_requestCapWithSmallIds(self) -> None:
         """The cap and the id space count down together: whichever comes first makes it full."""
-        connection, transport = self.connect(codec=_SmallIds(1), maxRequestsPerConnection=10)
+        connection, transport = self.connect(codec=SmallIds(1), maxRequestsPerConnection=10)
         for _ in range(4):
             request = self.request()
             connection.send(request, b"x")

@@ -13,16 +13,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_sockshare import ConnectionDropped, SockShareClientFactory
-from twisted_sockshare.codecs import Multiplexed
 
 from .contract import PORTS, Backends
-
-
-class SmallIds(Multiplexed):
-    """This project's frames, with ids from 0 to C{maxRequestId} only."""
-
-    def __init__(self, maxRequestId: object) -> None:
-        self.maxRequestId = maxRequestId
+from .helpers import SmallIds
 
 
 class HandoverTests(SynchronousTestCase):
