@@ -103,7 +103,7 @@ class BalancerMachine(RuleBasedStateMachine):
         links = self.reactor.openLinks
         if links:
             link = data.draw(st.sampled_from(links))
-            link.ends[0].abortConnection()
+            link.closeFromServer(clean=False)
 
     @rule(port=st.sampled_from(PORTS), up=st.booleans())
     def serverUp(self, port: int, up: bool) -> None:

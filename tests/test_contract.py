@@ -116,11 +116,7 @@ class ContractMixin:
             client.disconnect(clean)
             return
         for link in self.reactor.openLinks:
-            server = link.ends[0]
-            if clean:
-                server.loseConnection()
-            else:
-                server.abortConnection()
+            link.closeFromServer(clean)
 
     # -- The checks -----------------------------------------------------------
 

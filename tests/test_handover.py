@@ -121,8 +121,7 @@ class IdempotentTests(SynchronousTestCase):
 
     def closeAll(self, clean: bool = True) -> None:
         for link in self.reactor.openLinks:
-            server = link.ends[0]
-            server.loseConnection() if clean else server.abortConnection()
+            link.closeFromServer(clean)
 
     def test_gracefulClosesResendEachTime(self) -> None:
         """

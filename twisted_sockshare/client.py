@@ -325,19 +325,12 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         if count >= self._peakPending:
             self._peakPending = count + 1
         connection = state.connection
-        if connection is not None:
-            if self.maxLifetime is None or self._seconds() - connection.openedAt < self.maxLifetime:
-                connection.send(request, payload)
-                return request
-            self._retire(connection, f"older than maxLifetime={self.maxLifetime} seconds")
-            state = self._state
-        request.connection = None
-        request.requestId = -1
-        request.payload = payload
-        if type(state) is _Connecting:
-            state.waiting.append(request)
+        if connection is not None and (
+            self.maxLifetime is None or self._seconds() - connection.openedAt < self.maxLifetime
+        ):
+            connection.send(request, payload)
         else:
-            self._connect(request)
+            self._dispatch(request, payload)
         return request
 
     def _extend(
@@ -363,9 +356,11 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
 
     def _dispatch(self, request: _Request, payload: bytes) -> None:
         """
-        Send C{request}, already pending, as L{request} does: on the usable
-        connection, or once connected.  It is sent again (idempotent), or
-        it waited for the connect backoff to end (C{waitForReady}).
+        Send C{request}, already pending: on the usable connection (unless
+        it is older than C{maxLifetime}: it retires), or once connected.
+        L{request} calls it when it has no usable connection at hand; so do
+        a resend (idempotent) and the end of a wait for the connect backoff
+        (C{waitForReady}).
         """
         state = self._state
         connection = state.connection

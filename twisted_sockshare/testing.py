@@ -89,11 +89,7 @@ class StubSockShareClient(SockShareClientFactory):
         real backend's close would make it do.
         """
         for link in self._stubEndpoint.links:
-            server = link.ends[0]
-            if clean:
-                server.loseConnection()
-            else:
-                server.abortConnection()
+            link.closeFromServer(clean)
 
 
 class _StubServerFactory(SockShareServerFactory):
@@ -189,6 +185,16 @@ class _Link:
             reasons = (Failure(ConnectionDone()), Failure(ConnectionDone()))
         self._lost = [(source.protocol, reasons[0]), (peer.protocol, reasons[1])]
         self._run()
+
+    def closeFromServer(self, clean: bool = True) -> None:
+        """
+        The server's end closes: cleanly, or with a reset if not C{clean}.
+        """
+        server = self.ends[0]
+        if clean:
+            server.loseConnection()
+        else:
+            server.abortConnection()
 
     def _run(self) -> None:
         if self._delivering:

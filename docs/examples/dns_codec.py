@@ -18,34 +18,32 @@ from twisted.internet.task import react
 from twisted.names import authority, dns, server
 
 from twisted_sockshare import SockShareClientFactory
-from twisted_sockshare.wire import RESPONSE
+from twisted_sockshare.codecs import LengthPrefixed
 
 
 class DNSDecoder:
-    violation = None
+    """The shipped 2-byte length-prefixed decoder; each message's id is its request's."""
 
     def __init__(self, maxPayload):
-        self._buffer = b""
-        self._maxPayload = maxPayload
+        self._messages = LengthPrefixed(width=2).decoder(maxPayload)
+        self._short = None
+
+    @property
+    def violation(self):
+        return self._short or self._messages.violation
 
     @property
     def buffered(self):
-        return len(self._buffer)
+        return self._messages.buffered
 
     def feed(self, data):
-        self._buffer += data
         replies = []
-        while len(self._buffer) >= 2 and self.violation is None:
-            (length,) = struct.unpack_from("!H", self._buffer)
-            if length < 12 or length > self._maxPayload:
-                self.violation = f"a DNS message of {length} bytes"
+        for _, kind, message in self._messages.feed(data):
+            if len(message) < 12:
+                self._short = f"a DNS message of {len(message)} bytes"
                 break
-            if len(self._buffer) < 2 + length:
-                break
-            message = self._buffer[2 : 2 + length]
-            self._buffer = self._buffer[2 + length :]
             (requestId,) = struct.unpack_from("!H", message)
-            replies.append((requestId, RESPONSE, message))
+            replies.append((requestId, kind, message))
         return replies
 
 
