@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._liveness import _Liveness
+from ._nodelay import setNoDelay
 from ._sendnow import canSendNow, sendNow
 from .codecs import NEXT, Multiplexed
 from .errors import ConnectFailed, ConnectionDropped, ProtocolViolation, _codecRefusal
@@ -215,9 +216,7 @@ class SockShareClientProtocol(Protocol):
     def connectionMade(self) -> None:
         self.openedAt = self._clock.seconds()
         self._sendsNow = canSendNow(self.transport)
-        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            setNoDelay(True)
+        setNoDelay(self.transport)
         if self._options.keepAlive is not None:
             _enableKeepAlive(self.transport, self._options.keepAlive)
         if self._controls:

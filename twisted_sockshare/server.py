@@ -37,6 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._nodelay import setNoDelay
 from ._reactor import maybeGlobalReactor
 from ._servertimers import _ServerTimers
 from .options import _count, _seconds
@@ -139,9 +140,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         if factory.idleTimeout is not None:
             self._lastActive = self._clock.seconds()
             self._idleCall = self._clock.callLater(factory.idleTimeout, self._checkIdle)
-        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            setNoDelay(True)
+        setNoDelay(self.transport)
 
     # -- Reading requests ------------------------------------------------------
 
