@@ -10,6 +10,10 @@ a round.
     python benchmarks/instructions.py [CASE ...]      (needs valgrind)
     python benchmarks/instructions.py --check         (the budget, as CI checks it)
     python benchmarks/instructions.py --write-budget  (after a deliberate change)
+
+The counts depend on the interpreter: the budget has an entry for each
+Python version CI tests, written by --write-budget on that version, and
+--check reads the running interpreter's.
 """
 
 from __future__ import annotations
@@ -72,6 +76,14 @@ def versions() -> dict[str, str]:
     return {"python": f"{sys.version_info[0]}.{sys.version_info[1]}", "twisted": twisted.__version__}
 
 
+def budgetFor(budgets: dict[str, dict], python: str) -> dict | None:
+    """
+    The entry of C{budgets} (the budget file) for Python C{python}
+    (C{"3.12"}), if it has one.
+    """
+    return budgets.get(python)
+
+
 def overBudget(counts: dict[str, int], budget: dict) -> list[str]:
     """
     Why C{counts} break C{budget}, if they do: the shared client's count
@@ -103,13 +115,21 @@ def main() -> None:
         from request_path import CASES
 
         args.cases = list(CASES)
+    python = versions()["python"]
+    print(f"Python {sys.version.split()[0]}, Twisted {twisted.__version__}")
     counts = perRequest(args.cases)
     for case, count in counts.items():
         print(f"{case:<20} {count:>7,} instructions/request")
+    budgets = json.loads(BUDGET.read_text()) if BUDGET.exists() else {}
     if args.write_budget:
-        BUDGET.write_text(json.dumps({**counts, "versions": versions()}, indent=2) + "\n")
+        budgets[python] = {**counts, "versions": versions()}
+        BUDGET.write_text(json.dumps(dict(sorted(budgets.items())), indent=2) + "\n")
     if args.check:
-        problems = overBudget(counts, json.loads(BUDGET.read_text()))
+        budget = budgetFor(budgets, python)
+        if budget is None:
+            problems = [f"no budget for Python {python} in {BUDGET.name}; write one with --write-budget"]
+        else:
+            problems = overBudget(counts, budget)
         print("\n".join(problems) or "within budget")
         sys.exit(1 if problems else 0)
 

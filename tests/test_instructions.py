@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
@@ -48,3 +51,18 @@ class InstructionBudgetTests(SynchronousTestCase):
         budget["versions"] = {"python": "2.7", "twisted": "8.0"}
         self.assertEqual(overBudget({"minimal": 2000, "shared": 2400}, budget), [])
         self.assertEqual(len(overBudget({"minimal": 2000, "shared": 2500}, budget)), 1)
+
+    def test_anEntryPerTestedPython(self) -> None:
+        """
+        The budget has an entry, written on that interpreter, for each
+        Python version the package's classifiers list (those CI tests).
+        """
+        with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "pyproject.toml"), "rb") as f:
+            classifiers = tomllib.load(f)["project"]["classifiers"]
+        tested = sorted(c.rsplit(" ", 1)[1] for c in classifiers if re.fullmatch(r"Programming .* :: 3\.\d+", c))
+        self.assertEqual(sorted(self.budget), tested)
+        for python in tested:
+            entry = self.instructions.budgetFor(self.budget, python)
+            self.assertEqual(entry["versions"]["python"], python)
+            self.assertGreater(entry["shared"], entry["minimal"])
+        self.assertIsNone(self.instructions.budgetFor(self.budget, "2.7"))
