@@ -22,7 +22,16 @@ from twisted_sockshare import RemoteError
 from twisted_sockshare.bench import backend
 from twisted_sockshare.bench.contenders import KINDS, CountingEndpoint, Settings
 from twisted_sockshare.bench.load import ClosedLoop, Tally, bursts, outstandingMemory, payloads
-from twisted_sockshare.bench.report import ProgressLine, burstyTable, memoryTable, ratios, render, summary, writeJSON
+from twisted_sockshare.bench.report import (
+    ProgressLine,
+    burstyTable,
+    legend,
+    memoryTable,
+    ratios,
+    render,
+    summary,
+    writeJSON,
+)
 from twisted_sockshare.bench.runner import Plan, Row, run
 
 from .helpers import tempPath
@@ -322,6 +331,13 @@ class ReportTests(SynchronousTestCase):
         self.assertIn("91% of minimal", lines[0])
         self.assertIn("+10% vs minimal", lines[1])
         self.assertEqual(ratios([_row("minimal", 5)]), [])
+
+    def test_legend(self) -> None:
+        """The demo says what each strategy of its table is, once each, in the table's order."""
+        rows = [_row("shared-eager", 900), _row("persistent", 1000), _row("shared-eager", 950, concurrency=1)]
+        lines = legend(rows).splitlines()
+        self.assertEqual([line.split()[0] for line in lines], ["shared-eager", "persistent"])
+        self.assertIn(KINDS["persistent"].summary, lines[1])
 
     def test_summary(self) -> None:
         """The demo's sentences follow the figures."""

@@ -139,9 +139,10 @@ class OptionsTests(SynchronousTestCase):
             self.assertIn(text, str(e))
 
     def test_helpHasNoGaps(self) -> None:
-        """The options' help reads as sentences: no run of spaces inside one."""
+        """The options' help reads as sentences: no run of spaces inside one, no doubled period."""
         for options in (ClientOptions(), ServerOptions()):
             self.assertNotRegex(str(options), r"[a-z,.;:] {2,}[a-z]")
+            self.assertNotIn("..", str(options))
         self.assertIn("Give it more than once for one backend", " ".join(str(ClientOptions()).split()))
 
     def test_clientDefaults(self) -> None:

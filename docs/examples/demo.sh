@@ -2,10 +2,19 @@
 # Start the demo backend and the demo gateway (twistd plugins), send requests
 # through the gateway, show its counters, and stop both.
 set -eu
+# Outside an activated virtualenv, use the README's (./.venv) if there is one.
+if [ -z "${VIRTUAL_ENV:-}" ] && [ -x .venv/bin/twistd ]; then
+    PATH="$PWD/.venv/bin:$PATH"
+fi
 if ! twistd --help 2>/dev/null | grep -q sockshare-server; then
     echo "demo.sh: twistd does not list the sockshare-server plugin." >&2
-    echo "Install the project first: pip install .  (from a clone, for development:" >&2
-    echo "pip install -e . --config-settings editable_mode=compat, so that twistd finds ./twisted/plugins)" >&2
+    if [ -z "${VIRTUAL_ENV:-}" ]; then
+        echo "Activate the virtualenv the project is installed in (. .venv/bin/activate), or install it:" >&2
+    else
+        echo "Install the project into this virtualenv ($VIRTUAL_ENV):" >&2
+    fi
+    echo "pip install .  (from a clone, for development: pip install -e . --config-settings" >&2
+    echo "editable_mode=compat, so that twistd finds ./twisted/plugins)" >&2
     exit 1
 fi
 dir=$(mktemp -d)

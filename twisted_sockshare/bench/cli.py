@@ -23,7 +23,7 @@ import twisted
 from .. import __version__
 from ..demo.convert import number
 from .contenders import KINDS, SHARED_CLIENTS
-from .report import ProgressLine, plot, render, summary, writeJSON
+from .report import ProgressLine, legend, plot, render, summary, writeJSON
 from .runner import Plan, Row, run
 
 
@@ -312,6 +312,9 @@ async def _main(reactor: Any, options: Options, out: TextIO) -> None:
     results = await run(reactor, plan, progress)
     print(render(results), file=out)
     if options.subCommand == "demo":
+        print("", file=out)
+        print("The strategies:", file=out)
+        print(legend(results.rows), file=out)
         print("", file=out)
         print(summary(results.rows), file=out)
     if command.get("json"):

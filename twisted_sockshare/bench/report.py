@@ -149,6 +149,15 @@ def ratios(rows: list[Row]) -> list[str]:
 SPREAD_LIMIT = 0.15
 
 
+def legend(rows: list[Row]) -> str:
+    """
+    What each strategy of C{rows} is, one per line, in the table's order.
+    """
+    names = list(dict.fromkeys(row.strategy for row in rows))
+    width = max((len(name) for name in names), default=0)
+    return "\n".join(f"  {name:<{width}}  {KINDS[name].summary}" for name in names if name in KINDS)
+
+
 def summary(rows: list[Row]) -> str:
     """
     What the demo shows, in a few sentences drawn from its figures.

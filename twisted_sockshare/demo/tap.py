@@ -81,7 +81,7 @@ class ServerOptions(usage.Options):
             "idle-timeout",
             None,
             None,
-            "Close a client connection quiet this many seconds, or with a frame half-sent that long ('none': never).",
+            "Close a client connection quiet this many seconds, or with a frame half-sent that long ('none': never)",
             timeout("idle-timeout"),
         ],
         [
@@ -95,7 +95,7 @@ class ServerOptions(usage.Options):
             "max-connections",
             None,
             None,
-            "Most client connections at once; more are closed at once (default: from the open-file limit).",
+            "Most client connections at once; more are closed at once (default: from the open-file limit)",
             number(int, "max-connections", 1),
         ],
         [
@@ -116,7 +116,7 @@ class ServerOptions(usage.Options):
             "max-connection-age",
             None,
             None,
-            "Send GOAWAY on a connection this many seconds old, so its client moves to a fresh one ('none': never).",
+            "Send GOAWAY on a connection this many seconds old, so its client moves to a fresh one ('none': never)",
             timeout("max-connection-age"),
         ],
         [
@@ -235,7 +235,7 @@ class ClientOptions(usage.Options):
             "Find the backend's endpoints in DNS: an SRV name (_service._tcp.domain), or an A/AAAA name with "
             "--backend-port; not with --backend.",
         ],
-        ["backend-port", None, None, "The port of an A/AAAA --backend-dns name.", number(int, "backend-port", 1)],
+        ["backend-port", None, None, "The port of an A/AAAA --backend-dns name", number(int, "backend-port", 1)],
         ["dns-server", None, None, "Ask this DNS server (HOST:PORT) instead of the system's resolver."],
         [
             "dns-refresh",
