@@ -168,6 +168,14 @@ class DNSBalancingTests(TestCase):
         self.dns = DNSServer()
         self.addCleanup(self.dns.stop)
         self.resolver = client.Resolver(servers=[("127.0.0.1", self.dns.port)], reactor=reactor, timeout=(0.3,))
+        self.balancers: list[SockShareBalancer] = []
+        self.addCleanup(self.closeBalancers)
+
+    async def closeBalancers(self) -> None:
+        """Close every balancer at once; then let a lookup still in flight end (0.3 s at most)."""
+        await gatherResults([balancer.close() for balancer in self.balancers])
+        if self.balancers:
+            await deferLater(reactor, 0.5)
 
     async def backend(self, name: str, handler: object = None) -> int:
         factory = SockShareServerFactory(handler or (lambda payload: name.encode() + b":" + payload))
@@ -177,7 +185,7 @@ class DNSBalancingTests(TestCase):
 
     def balancer(self, **options: object) -> SockShareBalancer:
         balancer = SockShareBalancer.fromDNS(SERVICE, reactor, resolver=self.resolver, **options)  # type: ignore[arg-type]
-        self.addCleanup(lambda: balancer.close().addCallback(lambda _: deferLater(reactor, 0.5)))
+        self.balancers.append(balancer)
         return balancer
 
     async def test_noHerding(self) -> None:
