@@ -207,9 +207,11 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(opened["shared-linger"], 1)
 
     def test_demo(self) -> None:
-        """The demo compares every strategy and says what it shows."""
-        result = sockshare("demo", "--duration", "0.3")
+        """The demo compares every strategy, says what each is, and what it shows."""
+        result = sockshare("demo", "--duration", "0.3", "--repeat", "1")
         self.assertEqual(result.returncode, 0, result.stderr)
+        legend = result.stdout.split("The strategies:\n", 1)[1].split("\n\n", 1)[0]
+        self.assertEqual(sorted(line.split()[0] for line in legend.splitlines()), sorted(KINDS))
         self.assertIn("Sharing one connection (shared) served", result.stdout)
         self.assertIn("c=100: shared does", result.stdout)
 
