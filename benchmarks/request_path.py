@@ -33,7 +33,18 @@ from zope.interface import implementer
 
 from twisted_sockshare import SockShareClientFactory
 from twisted_sockshare.bench.contenders import _MinimalProtocol
-from twisted_sockshare.wire import RESPONSE, SERVER_RECEIVES, FrameDecoder, encodeFrame
+from twisted_sockshare.wire import (
+    BUDGET_SIZE,
+    HELLO_MAGIC,
+    PING,
+    PONG,
+    RESPONSE,
+    SERVER_RECEIVES,
+    TIMED_REQUEST,
+    FrameDecoder,
+    Hello,
+    encodeFrame,
+)
 
 # A real program has fired Deferreds long before it serves requests, so the
 # Deferred class already knows every attribute its instances get; fire one
@@ -76,6 +87,7 @@ def drive(
     rounds: int,
     callers: int = 100,
     waits: bool = False,
+    version: int = 2,
 ) -> float:
     """
     CPU microseconds per request for C{rounds} rounds of C{callers} requests.
@@ -86,8 +98,22 @@ def drive(
     reactor turn (with one caller, the pending count falls to zero between
     requests).
     """
-    backend = FrameDecoder(1 << 20, SERVER_RECEIVES)
+    backend = FrameDecoder(1 << 20, SERVER_RECEIVES, BUDGET_SIZE)
     payload = b"x" * 64
+    hello = encodeFrame(0, PING, Hello(deadlines=True, refusals=True, maxInFlight=100_000).encode())
+
+    def answer(frame: tuple[int, int, bytes]) -> bytes:
+        # A server of wire version 2 echoes the client's HELLO (a PING); one
+        # of version 3 answers it with its own, and takes budgets.
+        requestId, kind, body = frame
+        if kind == PING:
+            if version == 3 and body.startswith(HELLO_MAGIC):
+                return hello
+            return encodeFrame(requestId, PONG, body)
+        if kind == TIMED_REQUEST:
+            body = body[BUDGET_SIZE:]
+        return encodeFrame(requestId, RESPONSE, body)
+
     done = 0
     later: list[None] = []
 
@@ -106,21 +132,23 @@ def drive(
     for _ in range(rounds):
         written = transport.value()
         transport.clear()
-        protocol().dataReceived(b"".join(encodeFrame(i, RESPONSE, p) for i, _, p in backend.feed(written)))
+        protocol().dataReceived(b"".join(answer(frame) for frame in backend.feed(written)))
         for _ in later:
             request(payload).addCallback(again)
         later.clear()
     return (time.process_time() - start) / done * 1e6
 
 
-def shared(rounds: int, callers: int = 100, waits: bool = False, **options: object) -> float:
+def shared(rounds: int, callers: int = 100, waits: bool = False, version: int = 2, **options: object) -> float:
     """
     The shared client with its default options (unless C{options} says
-    otherwise): request timeouts, counters and the idle linger all on.
+    otherwise): request timeouts, counters and the idle linger all on;
+    against a server of wire C{version} 2 (as C{minimal} speaks) or 3 (the
+    requests carry their budgets).
     """
     endpoint = MemoryEndpoint()
     client = SockShareClientFactory(endpoint, RealTimeClock(), **options)  # type: ignore[arg-type]
-    return drive(client.request, endpoint.transport, lambda: endpoint.protocol, rounds, callers, waits)
+    return drive(client.request, endpoint.transport, lambda: endpoint.protocol, rounds, callers, waits, version)
 
 
 def minimal(rounds: int, callers: int = 100, waits: bool = False) -> float:
@@ -135,6 +163,8 @@ CASES: dict[str, Callable[[int], float]] = {
     "shared": shared,
     "shared-no-timeouts": lambda rounds: shared(rounds, requestTimeout=None),
     "shared-latency": lambda rounds: shared(rounds, latencyHistogram=True),
+    # Against a server of wire version 3: every request carries its budget.
+    "shared-v3": lambda rounds: shared(rounds, version=3),
     # One caller, as sockshare bench -c 1 runs it.
     "minimal-1": lambda rounds: minimal(rounds * 100, callers=1),
     "shared-1": lambda rounds: shared(rounds * 100, callers=1),
@@ -148,7 +178,7 @@ CASES: dict[str, Callable[[int], float]] = {
 
 #: The floor each case is compared with: minimal, with the same callers.
 FLOORS = {name: "minimal" + name[len(name.split("-")[0]) :] for name in CASES}
-FLOORS["shared-no-timeouts"] = FLOORS["shared-latency"] = "minimal"
+FLOORS["shared-no-timeouts"] = FLOORS["shared-latency"] = FLOORS["shared-v3"] = "minimal"
 
 
 def main() -> None:

@@ -24,7 +24,16 @@ from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
 from twisted_sockshare.codecs import Multiplexed
-from twisted_sockshare.wire import ERROR, REQUEST, RESPONSE, SERVER_RECEIVES, FrameDecoder, encodeFrame
+from twisted_sockshare.wire import (
+    ERROR,
+    HELLO_MAGIC,
+    NOTE_MAGIC,
+    REQUEST,
+    RESPONSE,
+    SERVER_RECEIVES,
+    FrameDecoder,
+    encodeFrame,
+)
 
 
 class StrictTransport(StringTransport):
@@ -90,13 +99,19 @@ class Attempt:
     def drop(self) -> None:
         self.lose(ConnectionLost("peer vanished"))
 
-    def sentFrames(self, kind: int) -> list[tuple[int, bytes]]:
+    def sentFrames(self, kind: int, announcements: bool = False) -> list[tuple[int, bytes]]:
         """
-        Every frame of C{kind} written so far, as C{(requestId, payload)}.
+        Every frame of C{kind} written so far, as C{(requestId, payload)};
+        without the PINGs that announce (wire version 3's HELLO and
+        DEADLINE notes) unless C{announcements}.
         """
         assert self.transport is not None
         frames = FrameDecoder(2**31, SERVER_RECEIVES).feed(self.transport.value())
-        return [(requestId, payload) for requestId, sent, payload in frames if sent == kind]
+        return [
+            (requestId, payload)
+            for requestId, sent, payload in frames
+            if sent == kind and (announcements or not payload.startswith((HELLO_MAGIC, NOTE_MAGIC)))
+        ]
 
     def sentRequests(self) -> list[tuple[int, bytes]]:
         """

@@ -174,10 +174,10 @@ class CountedTests(ClientTestCase):
         attempt = self.endpoint.last
         attempt.succeed()
         assert attempt.transport is not None
-        self.assertEqual(attempt.transport.writeCalls, 3)
+        self.assertEqual(attempt.transport.writeCalls, 1 + 3)  # the HELLO, then each request
         chunk = b"".join(encodeFrame(requestId, RESPONSE, payload) for requestId, payload in attempt.sentRequests())
         attempt.protocol.dataReceived(chunk)  # type: ignore[attr-defined]
-        self.assertEqual(attempt.transport.writeCalls, 4)
+        self.assertEqual(attempt.transport.writeCalls, 1 + 4)
         self.assertEqual([p for _, p in attempt.sentRequests()[3:]], [b"0+", b"1+", b"2+"])
         self.assertEqual(client.pending, 3)
         self.assertInvariant()
@@ -743,10 +743,10 @@ class BoundsTests(ClientTestCase):
         d1, d2 = client.request(b"1"), client.request(b"2")
         attempt = self.endpoint.last
         attempt.succeed()
-        attempt.protocol.dataReceived(encodeFrame(0, RESPONSE, b"one") + encodeFrame(1, 9, b"?"))
+        attempt.protocol.dataReceived(encodeFrame(0, RESPONSE, b"one") + encodeFrame(1, 99, b"?"))
         self.assertEqual(self.successResultOf(d1), b"one")
         f = self.failureResultOf(d2, ProtocolViolation)
-        self.assertIn("kind 9", str(f.value))
+        self.assertIn("kind 99", str(f.value))
 
     def test_badOptions(self) -> None:
         """Out-of-range options raise ValueError naming the option."""

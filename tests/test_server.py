@@ -180,6 +180,9 @@ class ServerTests(SynchronousTestCase):
                 "drainAborted": 0,
                 "inFlight": 0,
                 "unanswered": 0,
+                "deadlineExceeded": 0,
+                "deadlineExceededOnArrival": 0,
+                "refused": 0,
             },
         )
         self.flushLoggedErrors(RuntimeError)

@@ -1,6 +1,7 @@
 """
 The limits in time of one server connection: how long a handler may run
-(C{handlerTimeout}), a frame may take to arrive (C{frameTimeout}), a client
+(C{handlerTimeout}) or its caller is willing to wait (the budget a wire
+version 3 client sends), a frame may take to arrive (C{frameTimeout}), a client
 may stay quiet (C{idleTimeout}), and a connection may live (GOAWAY after
 C{maxConnectionAge}, abort C{drainTimeout} after a GOAWAY).
 """
@@ -14,7 +15,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.logger import Logger
 
-from .wire import GOAWAY, encodeFrame
+from .errors import DeadlineExceeded
+from .wire import GOAWAY, Hello, encodeFrame
 
 if TYPE_CHECKING:
     from .server import SockShareServerFactory
@@ -34,6 +36,11 @@ class _ServerTimers:
     _clock: IReactorTime
     _inFlight: dict[int, Deferred[bytes]]
     _deadlines: dict[int, float]
+    _budgets: dict[int, float]
+    _budgetCall: IDelayedCall | None
+    _hello: Hello | None
+    _handle: Callable[[int, bytes], None]
+    _refuseDraining: Callable[[int, bytes], None]
     _decoder: Any
     _lost: bool
     _paused: bool
@@ -68,6 +75,9 @@ class _ServerTimers:
         self.transport.write(encodeFrame(0, GOAWAY, message))  # type: ignore[union-attr]
         if factory.drainTimeout is not None:
             self._drainCall = self._clock.callLater(factory.drainTimeout, self._drainTimedOut)
+        if factory._drainReason is not None and self._hello is not None and self._hello.refusals:
+            # Stopping: what crosses the GOAWAY is refused, to go elsewhere.
+            self._handle = self._refuseDraining
 
     def _drainTimedOut(self) -> None:
         self._drainCall = None
@@ -109,6 +119,43 @@ class _ServerTimers:
             self._sendError(requestId, error, None)
             deferred.cancel()
             self._makeRoom()
+
+    def _watchBudget(self, requestId: int, deadline: float) -> None:
+        """
+        Cancel C{requestId}'s handler if it still runs at its caller's
+        C{deadline}.  One timer per connection, for the earliest deadline:
+        callers' budgets differ, so the timer's checks scan them all
+        (at most C{maxInFlight}), which is rare: only when a deadline may
+        have passed.
+        """
+        self._budgets[requestId] = deadline
+        call = self._budgetCall
+        if call is None:
+            self._budgetCall = self._clock.callLater(deadline - self._clock.seconds(), self._checkBudgets)
+        elif deadline < call.getTime():
+            call.reset(max(0.0, deadline - self._clock.seconds()))
+
+    def _checkBudgets(self) -> None:
+        """
+        Answer the requests whose caller's deadline passed with an ERROR,
+        and cancel their handlers; then wait for the next deadline.
+        """
+        self._budgetCall = None
+        now = self._clock.seconds()
+        expired = [requestId for requestId, deadline in self._budgets.items() if deadline <= now]
+        for requestId in expired:
+            if self._lost:
+                return
+            deferred = self._inFlight.get(requestId)
+            if deferred is None or not self._settled(requestId):
+                continue
+            self._factory._deadlineRunning += 1
+            self._sendError(requestId, DeadlineExceeded("the caller's deadline passed while the handler ran"), None)
+            deferred.cancel()
+            self._makeRoom()
+        if self._budgets and self._budgetCall is None and not self._lost:
+            earliest = min(self._budgets.values())
+            self._budgetCall = self._clock.callLater(max(0.0, earliest - now), self._checkBudgets)
 
     def _checkFrame(self) -> None:
         """

@@ -29,6 +29,7 @@ from .errors import (
     ConnectionDropped,
     ProtocolViolation,
     RemoteError,
+    RequestRefused,
     RequestTimeout,
     TooManyPending,
 )
@@ -64,6 +65,7 @@ class _EndpointClient(SockShareClientFactory):
     """
 
     _retriesAfterReset = False
+    _refusalsRetried = False
 
 
 class _Member:
@@ -76,6 +78,8 @@ class _Member:
     @ivar ejected: whether it is skipped as an outlier (not for connects).
     @ivar ejections: times it was ejected since it last answered; the next
         ejection lasts longer for each.
+    @ivar refusals: requests it refused (REFUSED) lately, halved by each
+        answer: counted as pending when members are compared.
     @ivar readmitCall: ends the ejection, while it is ejected.
     """
 
@@ -89,6 +93,7 @@ class _Member:
         self.downUntil = 0.0
         self.ejected = False
         self.ejections = 0
+        self.refusals = 0
         self.readmitCall: IDelayedCall | None = None
 
     def readmit(self) -> None:
@@ -120,7 +125,7 @@ class _Call:
 
     __slots__ = (
         "payload", "idempotent", "result", "tried", "why", "attempt", "timer", "queue", "deadline", "timeout",
-        "waitForReady", "waitUntil",
+        "waitForReady", "waitUntil", "refused",
     )  # fmt: skip
 
     def __init__(
@@ -144,6 +149,7 @@ class _Call:
         self.deadline = None if timeout is None else now + timeout
         self.waitForReady = waitForReady
         self.waitUntil = 0.0
+        self.refused = False
 
 
 @implementer(ISockShareClient)
@@ -210,6 +216,7 @@ class SockShareBalancer:
         self._departed = ClientStats()
         self._retired: list[_Member] = []
         self._retries = 0
+        self._refusedRetries = 0
         self._ejections = 0
         # The balancer's own counters: requests it failed or refused
         # without any member client seeing them.
@@ -489,7 +496,9 @@ class SockShareBalancer:
         second = self._weighted([member for member in group if member is not first])
         # Pending requests per unit of weight: a member of weight 3 takes
         # three times the requests of one of weight 1.
-        if second.client.pending * first.weight < first.client.pending * second.weight:
+        if (second.client.pending + second.refusals) * first.weight < (
+            first.client.pending + first.refusals
+        ) * second.weight:
             return second
         return first
 
@@ -542,6 +551,8 @@ class SockShareBalancer:
     def _succeeded(self, reply: bytes, member: _Member, call: _Call) -> None:
         call.attempt = None
         member.failures = member.streak = member.ejections = 0
+        if member.refusals:
+            member.refusals //= 2
         call.result.callback(reply)
 
     def _failed(self, reason: Failure, member: _Member, call: _Call) -> None:
@@ -558,6 +569,20 @@ class SockShareBalancer:
                 if self._discovery is not None:
                     self._discovery.connectFailed()
             self._retry(call, reason)
+            return
+        if reason.check(RequestRefused):
+            # Not processed: safe to send anywhere, even if not idempotent;
+            # once, to another endpoint if one is up, within the budget.
+            member.refusals += 1
+            if not call.refused and self._budget.withdraw():
+                call.refused = True
+                if not self._available(call.tried):
+                    call.tried.discard(member)
+                self._refusedRetries += 1
+                call.why.append(reason.getErrorMessage())
+                self._attempt(call)
+                return
+            call.result.errback(reason)
             return
         if reason.check(*OUTLIER_ERRORS):
             member.streak += 1
@@ -621,8 +646,9 @@ class SockShareBalancer:
             rejected=self._own["rejected"], cancelled=self._own["cancelled"], timeouts=self._own["timeouts"],
         )  # fmt: skip
         totals = ClientStats.total([self._departed, own, *every]).asDict()
-        totals["requests"] -= self._retries
-        totals["failures"] -= self._retries
+        totals["requests"] -= self._retries + self._refusedRetries
+        totals["failures"] -= self._retries + self._refusedRetries
+        totals["refusedRetried"] += self._refusedRetries
         now = self._clock.seconds()
         totals["retries"] += self._retries
         totals["ejections"] = self._ejections

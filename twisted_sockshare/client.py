@@ -53,6 +53,7 @@ from .errors import (
     ClientClosed,
     PayloadTooLarge,
     RemoteError,
+    RequestRefused,
     TooManyPending,
     _codecRefusal,
 )
@@ -129,6 +130,11 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
     #: endpoint clients leave that to the balancer, which sends it to
     #: another endpoint).
     _retriesAfterReset = True
+    #: Whether a request the server refused (REFUSED: its handler was not
+    #: called) is sent again here, once, within the retry budget, on the
+    #: usable connection or a fresh one (a balancer's endpoint clients leave
+    #: that to the balancer, which sends it to another endpoint).
+    _refusalsRetried = True
 
     connectTimeout: float | None = _option("connectTimeout")
     closeTimeout: float = _option("closeTimeout")
@@ -364,9 +370,9 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         """
         state = self._state
         connection = state.connection
-        if connection is not None and (
-            self.maxLifetime is None or self._seconds() - connection.openedAt < self.maxLifetime
-        ):
+        now = self._seconds()
+        if connection is not None and (self.maxLifetime is None or now - connection.openedAt < self.maxLifetime):
+            connection.now = now  # the request may have waited: its budget is less
             connection.send(request, payload)
             return
         if connection is not None:
@@ -429,6 +435,22 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             self._dispatch(request, extra.payload)
             return
         self._fail(request, error)
+
+    def _refused(self, request: _Request, reason: str) -> None:
+        payload, request.payload = request.payload, None
+        if payload is not None and self._refusalsRetried and self._state.accepting and self._retryBudget.withdraw():
+            if request.extra is None:
+                request.extra = _Extra(None, False, None)
+            if not request.extra.retried:
+                request.extra.retried = True
+                self._events.refusedRetried += 1
+                self._dispatch(request, payload)
+                return
+        where = self.endpointDescription
+        self._fail(request, RequestRefused(f"{where} refused the request (its handler was not called): {reason}"))
+
+    def _resend(self, request: _Request, payload: bytes) -> None:
+        self._dispatch(request, payload)
 
     def _full(self, connection: SockShareClientProtocol, why: str) -> None:
         events = self._events

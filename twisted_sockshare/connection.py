@@ -12,6 +12,7 @@ its table.
 from __future__ import annotations
 
 import socket
+from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 from typing import Protocol as _Interface
@@ -26,22 +27,32 @@ from ._liveness import _Liveness
 from ._nodelay import setNoDelay
 from ._sendnow import canSendNow, sendNow
 from .codecs import NEXT, Multiplexed
-from .errors import ConnectFailed, ConnectionDropped, ProtocolViolation, _codecRefusal
+from .errors import ConnectFailed, ConnectionDropped, PayloadTooLarge, ProtocolViolation, _codecRefusal
 from .wire import (
+    BUDGET_SIZE,
     CANCEL,
     ERROR,
     GOAWAY,
     HEADER_SIZE,
+    HELLO_MAGIC,
+    MAX_BUDGET_MS,
     MAX_PING_PAYLOAD,
     MAX_REQUEST_ID,
     MIN_LENGTH,
     PING,
     PONG,
+    REFUSED,
     REQUEST,
     RESPONSE,
+    TIMED_REQUEST,
     FrameDecoder,
+    Hello,
+    budgetMilliseconds,
     encodeFrame,
+    encodeNote,
     packHeader,
+    packTimedHeader,
+    parseHello,
     unpackHeader,
 )
 
@@ -53,6 +64,16 @@ _log = Logger(namespace="twisted_sockshare.connection")
 
 #: The kinds of frame that answer a request.
 _REPLIES = frozenset({RESPONSE, ERROR})
+
+#: How requests are written, besides the default frames (C{_encode} L{None})
+#: and a codec's own: with a DEADLINE note before each, until the server's
+#: first bytes tell its version; or as wire version 3 has them (budgets,
+#: the server's maxPayload).
+_NOTED = "noted"
+_V3 = "v3"
+_TIMED = "timed"
+#: No announced limit on the requests outstanding on a connection.
+_UNLIMITED = 1 << 62
 
 
 class ConnectionState(Enum):
@@ -102,6 +123,19 @@ class ConnectionOwner(_Interface):
         C{request} was written on a connection the server closed (cleanly
         after sending something, if C{graceful}) without answering it: the
         client fails it with C{error}, or sends it again.
+        """
+
+    def _refused(self, request: _Request, reason: str) -> None:
+        """
+        The server refused C{request} (REFUSED): its handler was not called,
+        and it may be sent again anywhere.
+        """
+
+    def _resend(self, request: _Request, payload: bytes) -> None:
+        """
+        C{request}, held by the connection within the server's announced
+        C{maxInFlight}, was never written; the connection stops taking
+        requests: send it elsewhere.
         """
 
     def _full(self, connection: SockShareClientProtocol, why: str) -> None:
@@ -159,6 +193,9 @@ class SockShareClientProtocol(Protocol):
         self._owner = owner
         self._options = options
         self._clock = clock
+        #: The latest time the client gave (before it sends requests that
+        #: may have waited): how much of a request's budget is left.
+        self.now = 0.0
         self._decoder = codec.decoder(options.maxPayload)
         self._ordered = codec.ordered
         # None: the default frames, encoded inline; an ordered codec's
@@ -191,6 +228,23 @@ class SockShareClientProtocol(Protocol):
         self._writesCounted = 0
         if self._requestsLeft is not None or self._maxId < MAX_REQUEST_ID:
             self._writesLeft = self._writesCounted = min(self._requestsLeft or freeIds, freeIds)
+        # Wire version 3 (this project's frames only): the server's HELLO,
+        # once read (None: not yet, or a version 2 server); the most requests
+        # it handles at once, beyond which requests are held here, in order.
+        self.hello: Hello | None = None
+        self._limit = _UNLIMITED
+        self._held: deque[tuple[_Request, bytes]] = deque()
+        self._requestTimeout = options.requestTimeout
+        # A whole requestTimeout, as sent (0: none).
+        self._fullBudget = 0 if options.requestTimeout is None else budgetMilliseconds(options.requestTimeout)
+        # What the server's HELLO said: it takes budgets; the largest
+        # payload it takes.
+        self._budgets = True
+        self._serverMaxPayload = _UNLIMITED
+        if self._controls:
+            # Until the server's first bytes say which version it speaks,
+            # a request's budget goes in a note before it.
+            self._encode = _NOTED
         # While replies are being delivered, the requests their callbacks
         # send are collected here and written at once.
         self._batch: list[bytes] | None = None
@@ -214,7 +268,11 @@ class SockShareClientProtocol(Protocol):
         return len(self._table)
 
     def connectionMade(self) -> None:
-        self.openedAt = self._clock.seconds()
+        self.openedAt = self.now = self._clock.seconds()
+        if self._controls:
+            # Wire version 3: announce what this client does, first.  A
+            # version 2 server echoes it in a PONG; a version 3 one reads it.
+            self.transport.write(encodeFrame(0, PING, _clientHello(self._options.maxPayload)))  # type: ignore[union-attr]
         self._sendsNow = canSendNow(self.transport)
         setNoDelay(self.transport)
         if self._options.keepAlive is not None:
@@ -231,6 +289,12 @@ class SockShareClientProtocol(Protocol):
         request fails alone (L{InvalidRequest}) and is not written.
         """
         table = self._table
+        if len(table) >= self._limit:
+            # The server announced how many it handles at once: wait here.
+            request.connection = self
+            request.requestId = -1
+            self._held.append((request, payload))
+            return
         requestId = self._nextId
         maxId = self._maxId
         while requestId in table:
@@ -239,6 +303,21 @@ class SockShareClientProtocol(Protocol):
         encode = self._encode
         if encode is None:
             frame = packHeader(MIN_LENGTH + len(payload), requestId, REQUEST) + payload
+        elif encode is _TIMED and len(payload) <= self._serverMaxPayload:
+            # A server of wire version 3: the request carries its budget.
+            # Made just now (after the last time the client said what time it
+            # is) with the client's requestTimeout, all of it is left.
+            if request.extra is None and request.sentAt >= self.now and self._fullBudget:
+                frame = packTimedHeader(
+                    MIN_LENGTH + BUDGET_SIZE + len(payload), requestId, TIMED_REQUEST, self._fullBudget
+                )
+                frame += payload
+            else:
+                frame = self._versioned(request, requestId, payload)
+        elif encode is _TIMED or encode is _V3 or encode is _NOTED:
+            frame = self._versioned(request, requestId, payload)
+            if not frame:
+                return
         else:
             try:
                 frame = encode(requestId, payload)
@@ -249,6 +328,9 @@ class SockShareClientProtocol(Protocol):
         request.requestId = requestId
         request.connection = self
         request.mark = self._chunks
+        if encode is not None and self._controls:
+            # Kept to send it again if a server of version 3 refuses it.
+            request.payload = payload
         table[requestId] = request
         batch = self._batch
         if batch is not None:
@@ -261,6 +343,82 @@ class SockShareClientProtocol(Protocol):
             self._writesLeft = countdown
             if countdown == 0:
                 self._checkFull()
+
+    def _versioned(self, request: _Request, requestId: int, payload: bytes) -> bytes:
+        """
+        C{request}'s frame with its budget, if it has a timeout: a
+        TIMED_REQUEST to a server that takes them, or a DEADLINE note then a
+        REQUEST while the server's version is unknown.  It keeps the payload,
+        to send it again if the server refuses it.  A payload above the
+        server's announced C{maxPayload} fails alone (L{PayloadTooLarge}):
+        then C{b""}.
+        """
+        if len(payload) > self._serverMaxPayload:
+            error = PayloadTooLarge(
+                f"payload of {len(payload)} bytes exceeds the server's maxPayload={self._serverMaxPayload} "
+                "(announced in its HELLO)"
+            )
+            self._owner._fail(request, error)
+            return b""
+        extra = request.extra
+        timeout = self._requestTimeout if extra is None or extra.timeout is None else extra.timeout
+        if timeout is None or not self._budgets:
+            return packHeader(MIN_LENGTH + len(payload), requestId, REQUEST) + payload
+        # What is left at self.now, the latest time the client gave, which
+        # may be a little earlier than now: a budget may be overstated, never
+        # understated (the client still times the request out itself).
+        left = request.sentAt + timeout - max(self.now, request.sentAt)
+        # Whole milliseconds, rounded up (as wire.budgetMilliseconds).
+        budget = int(left * 1000) + 1 if left > 0 else 0
+        if budget > MAX_BUDGET_MS:
+            budget = MAX_BUDGET_MS
+        if self._encode is _NOTED:
+            return encodeNote(requestId, budget) + packHeader(MIN_LENGTH + len(payload), requestId, REQUEST) + payload
+        return packTimedHeader(MIN_LENGTH + BUDGET_SIZE + len(payload), requestId, TIMED_REQUEST, budget) + payload
+
+    def _release(self) -> None:
+        """
+        Write the requests held here while the server has room for them.
+        """
+        held = self._held
+        table = self._table
+        self.now = self._clock.seconds()
+        while held and len(table) < self._limit and self.state is LIVE:
+            request, payload = held.popleft()
+            if not request.called:  # a timeout or cancel left it here
+                self.send(request, payload)
+
+    def _handOver(self) -> None:
+        """
+        The connection takes no new request: the held ones, never written,
+        go elsewhere.
+        """
+        held, self._held = self._held, deque()
+        resend = self._owner._resend
+        for request, payload in held:
+            if not request.called:
+                request.connection = None
+                resend(request, payload)
+
+    def _greeted(self, payload: bytes) -> None:
+        """
+        The server's HELLO: it speaks wire version 3 (or later).
+        """
+        hello = parseHello(payload)
+        if isinstance(hello, str):
+            self._violated(hello)
+            return
+        self.hello = hello
+        self._budgets = hello.deadlines
+        if hello.maxPayload is not None:
+            self._serverMaxPayload = hello.maxPayload
+        if hello.maxInFlight is not None:
+            self._limit = hello.maxInFlight
+        # A server that takes neither budgets nor REFUSED, with no smaller
+        # limit on payloads, gets the default frames; one that takes both
+        # (this project's), the inline path of send().
+        plain = not (hello.deadlines or hello.refusals) and self._serverMaxPayload >= self._options.maxPayload
+        self._encode = None if plain else _TIMED if hello.deadlines and hello.refusals else _V3
 
     def _checkFull(self) -> None:
         """
@@ -317,6 +475,8 @@ class SockShareClientProtocol(Protocol):
             if frames:
                 self._deliver(frames, now)
         finally:
+            if self._held:
+                self._release()
             self._batch = None
             # If the connection was reset meanwhile, the requests in the
             # batch were failed with it: their frames are not written.
@@ -363,15 +523,28 @@ class SockShareClientProtocol(Protocol):
         """
         A GOAWAY, PING or PONG from the server.
         """
-        if kind == GOAWAY:
+        if kind == REFUSED:
+            request = self._table.pop(requestId, None)
+            if request is None:
+                if self.orphans:
+                    self.orphans -= 1
+                self._owner._lateReply()
+            else:
+                self._owner._refused(request, payload.decode("utf-8", "replace"))
+        elif kind == GOAWAY:
             self._owner._goaway(self, payload.decode("utf-8", "replace"))
             self.retire()
         elif kind == PING:
             if len(payload) > MAX_PING_PAYLOAD:
                 self._violated(f"a PING carries {len(payload)} bytes, above {MAX_PING_PAYLOAD}")
+            elif payload.startswith(HELLO_MAGIC):
+                self._greeted(payload)
             elif self.usable:
                 self._write(encodeFrame(requestId, PONG, payload))
-        # A PONG needs nothing more: any byte received answered the PING.
+        elif self._encode is _NOTED and payload.startswith(HELLO_MAGIC):
+            # A PONG echoing our HELLO: the server speaks version 2, which
+            # knows no notes.
+            self._encode = None
 
     def _write(self, frame: bytes) -> None:
         if self._batch is not None:
@@ -394,7 +567,7 @@ class SockShareClientProtocol(Protocol):
         table = self._table
         requestId = request.requestId
         if requestId not in table:
-            return 0
+            return 0  # held here (never written), or answered
         if self._ordered or cancel:
             table[requestId] = None
             self.orphans += 1
@@ -454,6 +627,8 @@ class SockShareClientProtocol(Protocol):
             return
         self.state = RETIRING
         self._owner._connectionUnusable(self)
+        if self._held:
+            self._handOver()
         self._closeIfQuiet()
 
     def close(self) -> None:
@@ -499,6 +674,8 @@ class SockShareClientProtocol(Protocol):
         # The client forgets this connection first, so that requests made by
         # the errbacks below go to a new one.
         owner._connectionGone(self, tlsFailed)
+        if self._held:
+            self._handOver()
         requests = [request for request in self._table.values() if request is not None]
         self._table.clear()
         where = owner.endpointDescription
@@ -529,6 +706,8 @@ class SockShareClientProtocol(Protocol):
         # graceful close sooner than closeTimeout would.
         self._liveness.stopRegular()
         self._owner._connectionUnusable(self)
+        if self._held:
+            self._handOver()
 
     def _closeIfQuiet(self) -> None:
         if not any(self._table.values()):
@@ -576,6 +755,17 @@ def _lossError(where: str, why: str, retiring: bool, tlsFailed: bool) -> Excepti
         return ConnectFailed(f"TLS with {where} failed (wrong, untrusted or expired certificate?): {why}")
     retired = " (the connection was being retired)" if retiring else ""
     return ConnectionDropped(f"connection to {where} lost while the request was outstanding{retired}: {why}")
+
+
+def _clientHello(maxPayload: int, cache: dict[int, bytes] = {}) -> bytes:  # noqa: B006
+    """
+    The payload of a client's HELLO: it sends budgets, takes REFUSED, and
+    accepts replies up to C{maxPayload} bytes.
+    """
+    hello = cache.get(maxPayload)
+    if hello is None:
+        hello = cache[maxPayload] = Hello(deadlines=True, refusals=True, maxPayload=maxPayload).encode()
+    return hello
 
 
 def _asEncoded(requestId: int, frame: bytes) -> bytes:

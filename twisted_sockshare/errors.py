@@ -92,6 +92,21 @@ class ClientClosed(SockShareError):
     """
 
 
+class RequestRefused(SockShareError):
+    """
+    The server refused the request (REFUSED, wire version 3): its handler
+    was never called, so it is safe to send again, anywhere; the client
+    already did so once, within its retry budget.
+    """
+
+
+class DeadlineExceeded(SockShareError, TimeoutError):
+    """
+    On a server: the caller's deadline passed before or while the request's
+    handler ran; the request is answered with an ERROR saying so.
+    """
+
+
 __all__ = [
     "SockShareError",
     "ConnectFailed",
@@ -103,4 +118,6 @@ __all__ = [
     "ProtocolViolation",
     "ClientClosed",
     "InvalidRequest",
+    "RequestRefused",
+    "DeadlineExceeded",
 ]

@@ -20,6 +20,15 @@ What one client can make the server hold is bounded by default:
       closed at once;
     - C{frameTimeout} seconds for a frame to arrive once it started, and a
       length field below 5 is refused as soon as its 4 bytes are in.
+
+With a client that speaks wire version 3 (C{docs/protocol.rst}), the server
+announces C{maxInFlight} and C{maxPayload} in its HELLO, so the client queues
+on its own side instead of in TCP buffers; it honours the caller's budget (a
+request whose budget is spent is answered with an ERROR without calling the
+handler, and a handler still running at the deadline is cancelled; the
+handler reads it with L{RequestContext.current}); and it may refuse a
+request with REFUSED, which guarantees the handler was not called (while
+draining, or at C{maxInFlight} with C{whenFull="refuse"}).
 """
 
 from __future__ import annotations
@@ -40,19 +49,29 @@ from zope.interface import implementer
 from ._nodelay import setNoDelay
 from ._reactor import maybeGlobalReactor
 from ._servertimers import _ServerTimers
+from .context import RequestContext, _current
+from .errors import DeadlineExceeded
 from .options import _count, _seconds
 from .wire import (
+    BUDGET_SIZE,
     CANCEL,
     ERROR,
+    HELLO_MAGIC,
     MAX_PING_PAYLOAD,
     MIN_LENGTH,
+    NOTE_MAGIC,
     PING,
     PONG,
+    REFUSED,
     REQUEST,
     RESPONSE,
     SERVER_RECEIVES,
+    TIMED_REQUEST,
     FrameDecoder,
+    Hello,
     encodeFrame,
+    parseBudget,
+    parseHello,
 )
 
 #: What a handler may return: the response's bytes, or a Deferred or
@@ -100,8 +119,25 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         self._factory = factory
         self._handler = factory.handler
         self._clock = factory.clock
-        self._decoder = FrameDecoder(factory.maxPayload, SERVER_RECEIVES)
+        self._decoder = FrameDecoder(factory.maxPayload, SERVER_RECEIVES, BUDGET_SIZE)
+        self._maxPayload = factory.maxPayload
+        # The largest response sent: the client's maxPayload, if its HELLO
+        # says it is below ours.
+        self._maxResponse = factory.maxPayload
         self._inFlight: dict[int, Deferred[bytes]] = {}
+        # Wire version 3: what the client's HELLO said (None: no HELLO, a
+        # version 2 client); whether it sends budgets (then each chunk's
+        # reading time, _readAt, is when its budgets start); the request id
+        # a DEADLINE note gave a budget to (-1: none), and that budget.
+        self._hello: Hello | None = None
+        self._stamps = False
+        self._readAt = 0.0
+        self._noted = -1
+        self._notedBudget = 0
+        # The callers' deadlines of the requests in their handlers, by id,
+        # and the one timer for the earliest.
+        self._budgets: dict[int, float] = {}
+        self._budgetCall: IDelayedCall | None = None
         # Frames decoded while reading was paused, handled once it resumes:
         # at most one received chunk's worth.
         self._backlog: deque[tuple[int, int, bytes]] = deque()
@@ -147,6 +183,8 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
     def dataReceived(self, data: bytes) -> None:
         if self._idleCall is not None:
             self._lastActive = self._clock.seconds()
+        if self._stamps:
+            self._readAt = self._clock.seconds()
         frames = self._decoder.feed(data)
         if frames:
             self._backlog.extend(frames)
@@ -180,6 +218,9 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
                 elif requestId in inFlight:
                     self._violated(f"request id {requestId} is already in flight on this connection")
                     return
+                elif requestId == self._noted:
+                    self._noted = -1
+                    self._handleTimed(requestId, payload, self._notedBudget)
                 else:
                     self._handle(requestId, payload)
         finally:
@@ -188,9 +229,19 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
 
     def _control(self, requestId: int, kind: int, payload: bytes) -> None:
         """
-        A CANCEL, PING or PONG from the client.
+        A TIMED_REQUEST, CANCEL, PING or PONG from the client.
         """
-        if kind == CANCEL:
+        if kind == TIMED_REQUEST:
+            size = len(payload) - BUDGET_SIZE
+            if size < 0:
+                self._violated(f"a TIMED_REQUEST of {len(payload)} bytes, shorter than its budget")
+            elif size > self._maxPayload:
+                self._violated(f"a request of {size} bytes, above maxPayload={self._maxPayload}")
+            elif requestId in self._inFlight:
+                self._violated(f"request id {requestId} is already in flight on this connection")
+            else:
+                self._handleTimed(requestId, payload[BUDGET_SIZE:], parseBudget(payload, 0))
+        elif kind == CANCEL:
             # The handler's Deferred fails with CancelledError (the request
             # is answered with an ERROR saying so), unless its canceller gives
             # it a result.  A CANCEL that crossed the answer finds nothing.
@@ -201,8 +252,48 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         elif kind == PING:
             if len(payload) > MAX_PING_PAYLOAD:
                 self._violated(f"a PING carries {len(payload)} bytes, above {MAX_PING_PAYLOAD}")
+            elif payload.startswith(HELLO_MAGIC):
+                self._greeted(payload)
+            elif payload.startswith(NOTE_MAGIC):
+                if len(payload) != len(NOTE_MAGIC) + BUDGET_SIZE:
+                    self._violated(f"a DEADLINE note of {len(payload)} bytes")
+                else:
+                    self._noted = requestId
+                    self._notedBudget = parseBudget(payload, len(NOTE_MAGIC))
             else:
                 self.transport.write(encodeFrame(requestId, PONG, payload))  # type: ignore[union-attr]
+
+    def _greeted(self, payload: bytes) -> None:
+        """
+        The client's HELLO: it speaks wire version 3 (or later).
+        """
+        hello = parseHello(payload)
+        if isinstance(hello, str):
+            self._violated(hello)
+            return
+        self._hello = hello
+        # Ours in answer, before any answer to its requests (it came before
+        # them): a client that sent none never sees one.
+        self.transport.write(self._factory._helloFrame)  # type: ignore[union-attr]
+        if hello.deadlines:
+            self._stamps = True
+            self._readAt = self._clock.seconds()
+        if hello.maxPayload is not None and hello.maxPayload < self._maxResponse:
+            self._maxResponse = hello.maxPayload
+        if hello.refusals:
+            factory = self._factory
+            if factory._drainReason is not None and self._goneAway:
+                self._handle = self._refuseDraining  # type: ignore[method-assign]
+            elif factory.whenFull == "refuse":
+                self._handle = self._admit  # type: ignore[method-assign]
+
+    @property
+    def hello(self) -> Hello | None:
+        """
+        What the client announced in its HELLO (wire version 3), or
+        L{None}: it sent none (version 2), or not yet.
+        """
+        return self._hello
 
     def _updateReading(self) -> None:
         paused = self._busy or self._blocked
@@ -236,6 +327,49 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
 
     # -- Handling --------------------------------------------------------------
 
+    def _handleTimed(self, requestId: int, payload: bytes, budget: int) -> None:
+        """
+        A request with C{budget} milliseconds left when its chunk was read:
+        answered with an ERROR if they are spent, else handled, with its
+        deadline in L{RequestContext} and watched while the handler runs.
+        """
+        deadline = self._readAt + budget / 1000
+        if budget == 0 or deadline <= self._clock.seconds():
+            factory = self._factory
+            factory._requests += 1
+            factory._deadlineOnArrival += 1
+            error = DeadlineExceeded("the caller's deadline passed before the handler was called")
+            self._sendError(requestId, error, None)
+            return
+        token = _current.set(RequestContext(deadline, self._clock))
+        try:
+            self._handle(requestId, payload)
+        finally:
+            _current.reset(token)
+        if requestId in self._inFlight:
+            self._watchBudget(requestId, deadline)
+
+    def _admit(self, requestId: int, payload: bytes) -> None:
+        """
+        C{whenFull="refuse"}, with a client that takes REFUSED: handle the
+        request, or refuse it at C{maxInFlight}.
+        """
+        if len(self._inFlight) >= self._factory.maxInFlight:
+            self._refuse(requestId, f"maxInFlight={self._factory.maxInFlight} requests are being handled")
+        else:
+            SockShareServerProtocol._handle(self, requestId, payload)
+
+    def _refuseDraining(self, requestId: int, payload: bytes) -> None:
+        """
+        Draining, with a client that takes REFUSED: refuse what comes after
+        the GOAWAY, so that it is sent to another server.
+        """
+        self._refuse(requestId, "the server is draining")
+
+    def _refuse(self, requestId: int, why: str) -> None:
+        self._factory._refusedRequests += 1
+        self.transport.write(encodeFrame(requestId, REFUSED, why.encode("utf-8")))  # type: ignore[union-attr]
+
     def _handle(self, requestId: int, payload: bytes) -> None:
         factory = self._factory
         factory._requests += 1
@@ -259,7 +393,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         count = len(inFlight)
         if count > factory._peakInFlight:
             factory._peakInFlight = count
-        if count >= factory.maxInFlight:
+        if count >= factory.maxInFlight and self._handle != self._admit:
             self._busy = True
         if factory.handlerTimeout is not None:
             self._deadlines[requestId] = self._clock.seconds() + factory.handlerTimeout
@@ -285,6 +419,12 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
             if not deadlines and self._handlerCall is not None:
                 self._handlerCall.cancel()
                 self._handlerCall = None
+        budgets = self._budgets
+        if budgets:
+            budgets.pop(requestId, None)
+            if not budgets and self._budgetCall is not None:
+                self._budgetCall.cancel()
+                self._budgetCall = None
         if self._lost:
             self._factory._unanswered += 1
             return False
@@ -314,9 +454,12 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         factory = self._factory
         if not isinstance(result, (bytes, bytearray)):
             self._sendError(requestId, TypeError(f"handler returned {type(result).__name__}, not bytes"), None)
-        elif len(result) > factory.maxPayload:
-            error = ValueError(f"response of {len(result)} bytes exceeds the server's maxPayload={factory.maxPayload}")
-            self._sendError(requestId, error, None)
+        elif len(result) > self._maxResponse:
+            if self._maxResponse < factory.maxPayload:
+                text = f"the client's maxPayload={self._maxResponse}"
+            else:
+                text = f"the server's maxPayload={factory.maxPayload}"
+            self._sendError(requestId, ValueError(f"response of {len(result)} bytes exceeds {text}"), None)
         else:
             factory._responses += 1
             self.transport.write(encodeFrame(requestId, RESPONSE, bytes(result)))  # type: ignore[union-attr]
@@ -343,10 +486,13 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
-        for call in (self._idleCall, self._frameCall, self._handlerCall, self._ageCall, self._drainCall):
+        calls = (self._idleCall, self._frameCall, self._handlerCall, self._ageCall, self._drainCall, self._budgetCall)
+        for call in calls:
             if call is not None and call.active():
                 call.cancel()
         self._idleCall = self._frameCall = self._handlerCall = self._ageCall = self._drainCall = None
+        self._budgetCall = None
+        self._budgets.clear()
         if self._paused:
             self._paused = False
             self._factory._pausedConnections -= 1
@@ -387,6 +533,7 @@ class SockShareServerFactory(Factory):
         frameTimeout: float | None = 30.0,
         maxConnectionAge: float | None = None,
         drainTimeout: float | None = 30.0,
+        whenFull: str = "pause",
     ) -> None:
         """
         @param handler: called with each request's payload; returns the
@@ -420,7 +567,15 @@ class SockShareServerFactory(Factory):
         @param drainTimeout: after GOAWAY (for C{maxConnectionAge}, or
             L{drain} on a graceful stop) the server keeps answering; a
             connection its client has not closed this many seconds later is
-            aborted.  L{None}: wait for the client.
+            aborted.  L{None}: wait for the client.  While draining, a
+            client that speaks wire version 3 has the requests it sends
+            after the GOAWAY refused (REFUSED), to send them elsewhere.
+        @param whenFull: what a connection at C{maxInFlight} does with the
+            next request: C{"pause"} (the default) stops reading from it
+            until a handler finishes; C{"refuse"} answers it with REFUSED
+            (the handler is not called; the client may send it elsewhere),
+            for clients that speak wire version 3 (others are paused).
+            Version 3 clients are told C{maxInFlight} and keep within it.
         @raise TypeError: if an option has the wrong type.
         @raise ValueError: if an option is out of range.
         """
@@ -432,7 +587,10 @@ class SockShareServerFactory(Factory):
         _seconds("frameTimeout", frameTimeout, orNone=True)
         _seconds("maxConnectionAge", maxConnectionAge, orNone=True)
         _seconds("drainTimeout", drainTimeout, orNone=True)
+        if whenFull not in ("pause", "refuse"):
+            raise ValueError(f'whenFull must be "pause" or "refuse", not {whenFull!r}')
         self.handler = handler
+        self.whenFull = whenFull
         self.maxPayload = maxPayload
         self.idleTimeout = idleTimeout
         self.clock: IReactorTime = maybeGlobalReactor(clock)
@@ -463,6 +621,11 @@ class SockShareServerFactory(Factory):
         self._unanswered = 0
         self._goaways = 0
         self._drainAborted = 0
+        self._deadlineOnArrival = 0
+        self._deadlineRunning = 0
+        self._refusedRequests = 0
+        hello = Hello(deadlines=True, refusals=True, maxInFlight=maxInFlight, maxPayload=maxPayload)
+        self._helloFrame = encodeFrame(0, PING, hello.encode())
 
     def buildProtocol(self, addr: IAddress | None) -> SockShareServerProtocol | None:
         if self._drainReason is not None:
@@ -542,6 +705,11 @@ class SockShareServerFactory(Factory):
             their handlers now) and C{unanswered} (requests whose connection
             was lost or dropped before their answer was written).  At every
             moment C{requests == responses + errors + inFlight + unanswered}.
+            Wire version 3: C{deadlineExceeded} (requests answered with an
+            ERROR because their caller's deadline passed: among C{errors}),
+            C{deadlineExceededOnArrival} (of those, the ones whose handler
+            was never called), and C{refused} (requests answered with
+            REFUSED, never handed to the handler, not in C{requests}).
         """
         return {
             "connections": self._connections,
@@ -562,6 +730,9 @@ class SockShareServerFactory(Factory):
             "drainAborted": self._drainAborted,
             "inFlight": sum(protocol.inFlight for protocol in self._protocols),
             "unanswered": self._unanswered,
+            "deadlineExceeded": self._deadlineOnArrival + self._deadlineRunning,
+            "deadlineExceededOnArrival": self._deadlineOnArrival,
+            "refused": self._refusedRequests,
         }
 
 

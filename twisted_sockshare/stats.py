@@ -54,6 +54,9 @@ class ClientStats:
     #: Connections retired (among C{connectionsRetired}) because every id of
     #: the codec's id space (C{maxRequestId}) was held.
     retiredOutOfIds: int = 0
+    #: Requests the server refused (REFUSED, wire version 3: their handler
+    #: was not called) that were sent again (never counted as failures).
+    refusedRetried: int = 0
 
     @classmethod
     def fromDict(cls, counters: Mapping[str, int]) -> ClientStats:
@@ -154,6 +157,7 @@ class _Events:
         "retries",
         "retiredAtRequestLimit",
         "retiredOutOfIds",
+        "refusedRetried",
         "latencySum",
         "latencyCounts",
     )
@@ -163,6 +167,7 @@ class _Events:
         self.remoteErrors = self.failures = self.timeouts = self.cancelled = self.rejected = 0
         self.lateResponses = self.retired = self.goawaysReceived = self.cancelsSent = 0
         self.retries = self.retiredAtRequestLimit = self.retiredOutOfIds = 0
+        self.refusedRetried = 0
         self.latencySum = 0.0
         #: Replies per latency bucket (counted with C{latencyHistogram} only).
         self.latencyCounts = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -212,6 +217,7 @@ class _ClientCounters:
             retries=events.retries,
             retiredAtRequestLimit=events.retiredAtRequestLimit,
             retiredOutOfIds=events.retiredOutOfIds,
+            refusedRetried=events.refusedRetried,
         )
 
 

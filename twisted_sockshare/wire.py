@@ -31,13 +31,21 @@ GOAWAY: Final = 5
 PING: Final = 6
 #: Frame kind sent by either side: the answer to a PING.
 PONG: Final = 7
+#: Frame kind sent by the client, to a server whose HELLO announced
+#: L{DEADLINES}: a request carrying its caller's remaining budget (the
+#: payload is the budget, L{packBudget}, then the request's bytes).
+TIMED_REQUEST: Final = 8
+#: Frame kind sent by the server, to a client whose HELLO announced
+#: L{REFUSALS}: the request with this id was not handed to the handler and
+#: may be sent again anywhere (the payload is a UTF-8 reason).
+REFUSED: Final = 9
 
 #: The largest payload of a PING (or PONG), in bytes.
 MAX_PING_PAYLOAD: Final = 64
 
 #: Kinds a client may receive, and kinds a server may receive.
-CLIENT_RECEIVES: Final = frozenset({RESPONSE, ERROR, GOAWAY, PING, PONG})
-SERVER_RECEIVES: Final = frozenset({REQUEST, CANCEL, PING, PONG})
+CLIENT_RECEIVES: Final = frozenset({RESPONSE, ERROR, GOAWAY, PING, PONG, REFUSED})
+SERVER_RECEIVES: Final = frozenset({REQUEST, CANCEL, PING, PONG, TIMED_REQUEST})
 
 _HEADER: Final = struct.Struct(">IIB")
 #: Bytes of a frame before its payload.
@@ -59,12 +67,172 @@ packHeader: Final = _pack
 unpackHeader: Final = _unpackFrom
 
 
+# -- Version 3: announcements (HELLO) and budgets ---------------------------------
+
+#: The version of the wire format this code speaks.
+WIRE_VERSION: Final = 3
+#: How a PING's payload starts when it is a HELLO (then the version, then the
+#: features) or a DEADLINE note (then a budget).
+HELLO_MAGIC: Final = b"\x00sockshare\x00"
+NOTE_MAGIC: Final = b"\x00deadline\x00"
+#: Features a HELLO may announce: C{(id, value)}, an unknown id is skipped.
+#: DEADLINES: the client sends budgets; the server takes TIMED_REQUEST.
+DEADLINES: Final = 1
+#: REFUSALS: the client takes REFUSED; the server may send it.
+REFUSALS: Final = 2
+#: MAX_IN_FLIGHT (server): how many requests of one connection it handles
+#: at once (uint32).
+MAX_IN_FLIGHT: Final = 3
+#: MAX_PAYLOAD (either side): the largest payload it accepts (uint32).
+MAX_PAYLOAD: Final = 4
+#: The largest budget, in milliseconds (about 49 days).
+MAX_BUDGET_MS: Final = 0xFFFFFFFF
+
+_FEATURE: Final = struct.Struct(">BB")
+_UINT32: Final = struct.Struct(">I")
+_TIMED: Final = struct.Struct(">IIBI")
+#: Bytes a budget takes before a TIMED_REQUEST's request bytes.
+BUDGET_SIZE: Final = _UINT32.size
+
+
+class Hello:
+    """
+    What one side of a connection announces in its HELLO.
+
+    @ivar version: the highest wire version it speaks.
+    @ivar deadlines: it sends (client) or honours (server) budgets.
+    @ivar refusals: it takes (client) or may send (server) REFUSED.
+    @ivar maxInFlight: how many requests of a connection the server handles
+        at once, if announced.
+    @ivar maxPayload: the largest payload the sender accepts, if announced.
+    """
+
+    __slots__ = ("version", "deadlines", "refusals", "maxInFlight", "maxPayload")
+
+    def __init__(
+        self,
+        version: int = WIRE_VERSION,
+        deadlines: bool = False,
+        refusals: bool = False,
+        maxInFlight: int | None = None,
+        maxPayload: int | None = None,
+    ) -> None:
+        self.version = version
+        self.deadlines = deadlines
+        self.refusals = refusals
+        self.maxInFlight = maxInFlight
+        self.maxPayload = maxPayload
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Hello({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Hello):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    def encode(self) -> bytes:
+        """
+        The payload of the PING that announces this.
+        """
+        parts = [HELLO_MAGIC, bytes([self.version])]
+        if self.deadlines:
+            parts.append(_FEATURE.pack(DEADLINES, 0))
+        if self.refusals:
+            parts.append(_FEATURE.pack(REFUSALS, 0))
+        if self.maxInFlight is not None:
+            parts.append(_FEATURE.pack(MAX_IN_FLIGHT, 4) + _UINT32.pack(self.maxInFlight))
+        if self.maxPayload is not None:
+            parts.append(_FEATURE.pack(MAX_PAYLOAD, 4) + _UINT32.pack(self.maxPayload))
+        return b"".join(parts)
+
+
+def parseHello(payload: bytes) -> Hello | str:
+    """
+    Read a HELLO's payload (one that starts with L{HELLO_MAGIC}).
+
+    @return: the announcement, or why it is malformed (a protocol
+        violation).
+    """
+    offset = len(HELLO_MAGIC)
+    if len(payload) <= offset:
+        return "a HELLO without a version"
+    hello = Hello(version=payload[offset], deadlines=False, refusals=False)
+    offset += 1
+    end = len(payload)
+    while offset < end:
+        if end - offset < _FEATURE.size:
+            return "a HELLO feature cut short"
+        feature, size = _FEATURE.unpack_from(payload, offset)
+        offset += _FEATURE.size
+        if end - offset < size:
+            return f"a HELLO feature {feature} announces {size} bytes, {end - offset} are left"
+        value = payload[offset : offset + size]
+        offset += size
+        if feature == DEADLINES:
+            hello.deadlines = True
+        elif feature == REFUSALS:
+            hello.refusals = True
+        elif feature in (MAX_IN_FLIGHT, MAX_PAYLOAD):
+            if size != 4:
+                return f"a HELLO feature {feature} of {size} bytes, not 4"
+            (number,) = _UINT32.unpack(value)
+            if feature == MAX_IN_FLIGHT:
+                if number == 0:
+                    return "a HELLO announcing maxInFlight=0"
+                hello.maxInFlight = number
+            else:
+                hello.maxPayload = number
+        # Any other feature is a later version's: skipped.
+    return hello
+
+
+def budgetMilliseconds(seconds: float) -> int:
+    """
+    A remaining budget as sent: whole milliseconds, rounded up (a budget
+    that is not spent is never sent as 0; a whole number of milliseconds
+    gains one), at most L{MAX_BUDGET_MS}; 0 if it is spent.
+    """
+    if seconds <= 0:
+        return 0
+    milliseconds = int(seconds * 1000) + 1
+    return milliseconds if milliseconds < MAX_BUDGET_MS else MAX_BUDGET_MS
+
+
+#: C{packTimedHeader(length, requestId, TIMED_REQUEST, budget)}: a
+#: TIMED_REQUEST's header and budget; the request's bytes follow.
+packTimedHeader: Final = _TIMED.pack
+
+
+def encodeTimedRequest(requestId: int, budget: int, payload: bytes) -> bytes:
+    """
+    A TIMED_REQUEST frame: C{payload} with C{budget} milliseconds left.
+    """
+    return _TIMED.pack(MIN_LENGTH + BUDGET_SIZE + len(payload), requestId, TIMED_REQUEST, budget) + payload
+
+
+def encodeNote(requestId: int, budget: int) -> bytes:
+    """
+    A DEADLINE note: the PING that carries the budget of the REQUEST with
+    the same id sent right after it, before the server's HELLO is known.
+    """
+    return encodeFrame(requestId, PING, NOTE_MAGIC + _UINT32.pack(budget))
+
+
+def parseBudget(data: bytes, offset: int) -> int:
+    """
+    The budget, in milliseconds, at C{offset} of C{data}.
+    """
+    return _UINT32.unpack_from(data, offset)[0]
+
+
 def encodeFrame(requestId: int, kind: int, payload: bytes) -> bytes:
     """
     Encode one frame.
 
     @param requestId: the request id, 0 to L{MAX_REQUEST_ID}.
-    @param kind: one of the frame kinds (L{REQUEST} to L{PONG}).
+    @param kind: one of the frame kinds (L{REQUEST} to L{REFUSED}).
     @param payload: the frame's payload.
     @return: the frame's bytes.
     """
@@ -93,12 +261,15 @@ class FrameDecoder:
     violation: str | None = None
     idle = True
 
-    def __init__(self, maxPayload: int, kinds: frozenset[int]) -> None:
+    def __init__(self, maxPayload: int, kinds: frozenset[int], allowance: int = 0) -> None:
         """
         @param maxPayload: the largest payload accepted, in bytes.
         @param kinds: the frame kinds this side may receive.
+        @param allowance: bytes a frame may carry beyond C{maxPayload} (a
+            TIMED_REQUEST's budget); the reader checks each kind's own limit.
         """
         self._maxLength = maxPayload + MIN_LENGTH
+        self._allowance = allowance
         self._maxPayload = maxPayload
         self._kinds = kinds
         # The start of an incomplete frame, in chunks; _buffered bytes in
@@ -141,7 +312,9 @@ class FrameDecoder:
         while end - offset >= HEADER_SIZE:
             length, requestId, kind = _unpackFrom(data, offset)
             if length > maxLength or length < MIN_LENGTH or kind not in kinds:
-                return self._violated(frames, self._describe(length, kind))
+                allowed = maxLength + self._allowance
+                if not (kind == TIMED_REQUEST and kind in kinds and MIN_LENGTH <= length <= allowed):
+                    return self._violated(frames, self._describe(length, kind))
             stop = offset + 4 + length
             if stop > end:
                 # The rest of this frame is still to come.
@@ -156,7 +329,7 @@ class FrameDecoder:
         # A header cut short: check its length field as soon as it is in.
         if end - offset >= 4:
             (length,) = _LENGTH.unpack_from(data, offset)
-            if length > maxLength or length < MIN_LENGTH:
+            if length > maxLength + self._allowance or length < MIN_LENGTH:
                 return self._violated(frames, self._describe(length, REQUEST))
             self._keep(data[offset:], HEADER_SIZE)
         else:
@@ -187,7 +360,7 @@ class FrameDecoder:
     def _describe(self, length: int, kind: int) -> str:
         if length < MIN_LENGTH:
             return f"frame length {length} is below the minimum of {MIN_LENGTH}"
-        if length > self._maxLength:
+        if length > self._maxLength + (self._allowance if kind == TIMED_REQUEST else 0):
             return f"frame announces a payload of {length - MIN_LENGTH} bytes, above maxPayload={self._maxPayload}"
         return f"unexpected frame kind {kind} (expected one of {sorted(self._kinds)})"
 
@@ -200,6 +373,24 @@ __all__ = [
     "GOAWAY",
     "PING",
     "PONG",
+    "TIMED_REQUEST",
+    "REFUSED",
+    "WIRE_VERSION",
+    "HELLO_MAGIC",
+    "NOTE_MAGIC",
+    "DEADLINES",
+    "REFUSALS",
+    "MAX_IN_FLIGHT",
+    "MAX_PAYLOAD",
+    "MAX_BUDGET_MS",
+    "BUDGET_SIZE",
+    "Hello",
+    "parseHello",
+    "budgetMilliseconds",
+    "encodeTimedRequest",
+    "packTimedHeader",
+    "encodeNote",
+    "parseBudget",
     "MAX_PING_PAYLOAD",
     "CLIENT_RECEIVES",
     "SERVER_RECEIVES",
