@@ -28,6 +28,7 @@ from twisted_sockshare.wire import (
     ERROR,
     HELLO_MAGIC,
     NOTE_MAGIC,
+    PONG,
     REQUEST,
     RESPONSE,
     SERVER_RECEIVES,
@@ -118,6 +119,14 @@ class Attempt:
         Every request frame written so far, as C{(requestId, payload)}.
         """
         return self.sentFrames(REQUEST)
+
+    def speakV2(self) -> None:
+        """
+        Send what a server of wire version 2 sends first: the PONG echoing
+        the client's HELLO (the client then writes every request at once,
+        not only its first L{INITIAL_WINDOW}).
+        """
+        self.protocol.dataReceived(encodeFrame(0, PONG, b""))  # type: ignore[attr-defined]
 
     def respond(self, requestId: int, payload: bytes) -> None:
         self.protocol.dataReceived(encodeFrame(requestId, RESPONSE, payload))  # type: ignore[attr-defined]

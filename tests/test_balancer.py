@@ -151,6 +151,7 @@ class RetryTests(BalancerCase):
         results = [balancer.request(b"%d" % i, idempotent=True) for i in range(2000)]
         first = self.endpoints[0].last
         first.succeed()
+        first.speakV2()  # the server's first frame: every request is written
         first.drop()  # every request on endpoint 0 is lost at once
         self.endpoints[1].last.succeed()
         retries = balancer.stats()["retries"]

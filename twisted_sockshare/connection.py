@@ -74,6 +74,11 @@ _V3 = "v3"
 _TIMED = "timed"
 #: No announced limit on the requests outstanding on a connection.
 _UNLIMITED = 1 << 62
+#: How many requests a connection writes before the server's first frame
+#: says which version it speaks (and, for version 3, its limit), as HTTP/2
+#: assumes 100 concurrent streams until the server's SETTINGS: a burst on a
+#: fresh connection waits one round trip beyond it, never more.
+INITIAL_WINDOW = 100
 
 
 class ConnectionState(Enum):
@@ -242,9 +247,11 @@ class SockShareClientProtocol(Protocol):
         self._budgets = True
         self._serverMaxPayload = _UNLIMITED
         if self._controls:
-            # Until the server's first bytes say which version it speaks,
-            # a request's budget goes in a note before it.
+            # Until the server's first frame says which version it speaks,
+            # a request's budget goes in a note before it, and at most
+            # INITIAL_WINDOW requests are written.
             self._encode = _NOTED
+            self._limit = INITIAL_WINDOW
         # While replies are being delivered, the requests their callbacks
         # send are collected here and written at once.
         self._batch: list[bytes] | None = None
@@ -412,8 +419,7 @@ class SockShareClientProtocol(Protocol):
         self._budgets = hello.deadlines
         if hello.maxPayload is not None:
             self._serverMaxPayload = hello.maxPayload
-        if hello.maxInFlight is not None:
-            self._limit = hello.maxInFlight
+        self._limit = _UNLIMITED if hello.maxInFlight is None else hello.maxInFlight
         # A server that takes neither budgets nor REFUSED, with no smaller
         # limit on payloads, gets the default frames; one that takes both
         # (this project's), the inline path of send().
@@ -449,7 +455,7 @@ class SockShareClientProtocol(Protocol):
         self._batch = batch
         try:
             decoder = self._frames
-            if decoder is not None and decoder.idle:
+            if decoder is not None and decoder.idle and self._encode is not _NOTED:
                 # The common case, decoded here: whole replies to requests
                 # outstanding here.  Anything else, from the first frame
                 # that is not one, goes to the decoder.
@@ -498,6 +504,10 @@ class SockShareClientProtocol(Protocol):
         owner = self._owner
         table = self._table
         for requestId, kind, payload in frames:
+            if self._encode is _NOTED and not (kind == PING and payload.startswith(HELLO_MAGIC)):
+                # The server's first frame is not a HELLO: it speaks version 2.
+                self._encode = None
+                self._limit = _UNLIMITED
             if kind > ERROR:
                 self._control(requestId, kind, payload)
                 if self.state is CLOSING:
@@ -541,10 +551,8 @@ class SockShareClientProtocol(Protocol):
                 self._greeted(payload)
             elif self.usable:
                 self._write(encodeFrame(requestId, PONG, payload))
-        elif self._encode is _NOTED and payload.startswith(HELLO_MAGIC):
-            # A PONG echoing our HELLO: the server speaks version 2, which
-            # knows no notes.
-            self._encode = None
+        # A PONG needs nothing more: any byte received answered the PING (a
+        # server of version 2 echoes the HELLO in one).
 
     def _write(self, frame: bytes) -> None:
         if self._batch is not None:
