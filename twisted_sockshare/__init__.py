@@ -9,14 +9,17 @@ opened on the first request and closed when none is pending.
 
 from ._version import __version__
 from .client import SockShareClientFactory, SockShareClientProtocol
+from .context import RequestContext
 from .errors import (
     ClientClosed,
     ConnectFailed,
     ConnectionDropped,
+    DeadlineExceeded,
     InvalidRequest,
     PayloadTooLarge,
     ProtocolViolation,
     RemoteError,
+    RequestRefused,
     RequestTimeout,
     SockShareError,
     TooManyPending,
@@ -44,4 +47,7 @@ __all__ = [
     "ProtocolViolation",
     "ClientClosed",
     "InvalidRequest",
+    "RequestRefused",
+    "DeadlineExceeded",
+    "RequestContext",
 ]

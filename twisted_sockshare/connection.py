@@ -297,9 +297,11 @@ class SockShareClientProtocol(Protocol):
         """
         table = self._table
         if len(table) >= self._limit:
-            # The server announced how many it handles at once: wait here.
-            request.connection = self
+            # The server announced how many it handles at once: wait here
+            # (the attributes in the order below, as _shareInstanceKeys).
             request.requestId = -1
+            request.connection = self
+            request.mark = self._chunks
             self._held.append((request, payload))
             return
         requestId = self._nextId
