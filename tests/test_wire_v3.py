@@ -145,9 +145,7 @@ class ServerV3Tests(SynchronousTestCase):
         protocol.dataReceived(clientHello(deadlines=True, refusals=True) + encodeFrame(1, REQUEST, b"a"))
         (first, second) = serverFrames(transport)
         self.assertEqual(first[:2], (0, PING))
-        self.assertEqual(
-            parseHello(first[2]), Hello(deadlines=True, refusals=True, maxInFlight=7, maxPayload=1000)
-        )
+        self.assertEqual(parseHello(first[2]), Hello(deadlines=True, refusals=True, maxInFlight=7, maxPayload=1000))
         self.assertEqual(second, (1, RESPONSE, b"a"))
         self.assertEqual(protocol.hello, Hello(deadlines=True, refusals=True))
 
@@ -549,4 +547,3 @@ class EndToEndTests(SynchronousTestCase):
         if isinstance(failure.value, RemoteError):
             self.assertIn("DeadlineExceeded", str(failure.value))
         self.assertNotIn(b"echo late", backends.handler.seen)
-
