@@ -23,8 +23,9 @@ from twisted_sockshare.errors import RequestTimeout
 from twisted_sockshare.metrics import SockShareCollector
 from twisted_sockshare.stats import LATENCY_BUCKETS
 from twisted_sockshare.testing import MemoryBackend
+from twisted_sockshare.wire import PING, REQUEST, Hello, encodeFrame, encodeTimedRequest
 
-from .helpers import FakeEndpoint, readAll
+from .helpers import FakeEndpoint, connectServer, readAll
 
 
 def scrape(source: object, labels: dict[str, str] | None = None) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -105,6 +106,26 @@ class CollectorTests(SynchronousTestCase):
         buckets = {labels["le"]: value for labels, value in samples["sockshare_request_duration_seconds_bucket"]}
         self.assertEqual(len(buckets), len(LATENCY_BUCKETS) + 1)
         self.assertEqual((buckets["0.0001"], buckets["+Inf"]), (3.0, 3.0))
+
+    def test_server(self) -> None:
+        """
+        A server's counters are counters, its gauges gauges: among them the
+        deadlines it enforced and the requests it refused (wire v3).
+        """
+        clock = Clock()
+        factory = SockShareServerFactory(lambda payload: Deferred(), clock=clock, whenFull="refuse", maxInFlight=1)
+        protocol, _ = connectServer(factory)
+        hello = encodeFrame(0, PING, Hello(deadlines=True, refusals=True).encode())
+        protocol.dataReceived(hello + encodeTimedRequest(1, 0, b"late") + encodeTimedRequest(2, 10, b"slow"))
+        protocol.dataReceived(encodeFrame(3, REQUEST, b"refused"))
+        clock.advance(0.01)
+        samples = scrape(factory, {"service": "pricing"})
+        labels = {"service": "pricing"}
+        self.assertEqual(samples["sockshare_deadline_exceeded_total"], [(labels, 2.0)])
+        self.assertEqual(samples["sockshare_deadline_exceeded_on_arrival_total"], [(labels, 1.0)])
+        self.assertEqual(samples["sockshare_refused_total"], [(labels, 1.0)])
+        self.assertEqual(samples["sockshare_connections"], [(labels, 1.0)])
+        self.assertEqual(samples["sockshare_in_flight"], [(labels, 0.0)])
 
     def test_balancerPerEndpoint(self) -> None:
         """A balancer's figures are one series per endpoint, labelled C{endpoint}."""

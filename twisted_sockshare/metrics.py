@@ -14,7 +14,9 @@ C{sockshare_<name>_total} (C{sockshare_pending}, C{sockshare_peak_pending}
 and C{sockshare_connected} are gauges), and, for a client made with C{latencyHistogram=True}, the reply latency
 histogram (L{twisted_sockshare.SockShareClientFactory.latency}) becomes
 C{sockshare_request_duration_seconds}.  For a balancer or a pool, each
-endpoint is a series of its own, labelled C{endpoint}.
+endpoint is a series of its own, labelled C{endpoint}.  A server's figures
+(L{twisted_sockshare.SockShareServerFactory.stats}) are collected the same
+way: C{sockshare_deadline_exceeded_total}, C{sockshare_refused_total}...
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-#: The counters that are gauges: they go down as well as up.
-GAUGES = frozenset({"pending", "peakPending", "connected", "endpointsDown", "down", "endpoints"})
+#: The counters that are gauges: they go down as well as up (a client's, then
+#: a server's).
+GAUGES = frozenset(
+    {"pending", "peakPending", "connected", "endpointsDown", "down", "endpoints"}
+    | {"connections", "pausedConnections", "inFlight", "peakInFlight"}
+)
 #: A balancer's figures that are its own, not the sum of its endpoints'.
 OWN = frozenset({"retries", "ejections", "discoveryFailures", "endpoints", "endpointsDown"})
 
@@ -58,8 +64,9 @@ class SockShareCollector(Collector):
         """
         @param source: a L{twisted_sockshare.SockShareClientFactory},
             L{twisted_sockshare.SockShareBalancer},
-            L{twisted_sockshare.SockSharePool}, or any
-            L{twisted_sockshare.interfaces.ISockShareClient}.
+            L{twisted_sockshare.SockSharePool}, any
+            L{twisted_sockshare.interfaces.ISockShareClient}, or a
+            L{twisted_sockshare.SockShareServerFactory}.
         @param labels: labels given to every series.
         @param prefix: the metric names' prefix.
         """
@@ -115,7 +122,7 @@ class SockShareCollector(Collector):
 
     def _family(self, key: str, labels: list[str]) -> CounterMetricFamily | GaugeMetricFamily:
         name = f"{self._prefix}_{_snake(key)}"
-        text = f"twisted_sockshare client {key}."
+        text = f"twisted_sockshare {key}."
         if key in GAUGES:
             return GaugeMetricFamily(name, text, labels=labels)
         return CounterMetricFamily(name, text, labels=labels)
