@@ -9,13 +9,14 @@ from __future__ import annotations
 from io import BytesIO
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
-from twisted_sockshare import SockShareClientFactory
+from twisted_sockshare import RequestContext, SockShareClientFactory
 from twisted_sockshare.demo.gateway import TIMEOUT_HEADER, GatewayResource
 from twisted_sockshare.testing import StubSockShareClient
 
@@ -98,6 +99,27 @@ class BudgetTests(SynchronousTestCase):
         self.assertEqual(request.responseCode, 504)
         self.assertIn(b"timeout=2.0", b"".join(request.written))
         self.assertEqual(self.handler.cancelled, [b"hold 1"])
+
+    def test_budgetReachesTheBackendsHandler(self) -> None:
+        """
+        End to end: the caller's budget, less what the gateway spent, is
+        the deadline the backend's handler reads (RequestContext, wire v3),
+        and the backend cancels the handler itself when it runs out.
+        """
+        seen: list[float | None] = []
+        cancelled: list[bytes] = []
+
+        def handler(payload: bytes) -> Deferred[bytes]:
+            seen.append(RequestContext.current().remaining())
+            return Deferred(lambda _: cancelled.append(payload))
+
+        self.backend = StubSockShareClient(handler, requestTimeout=30.0)
+        request = self.post(self.gateway(), b"slow", b"2.5", spent=0.5)
+        self.assertEqual(seen, [2.001])  # whole milliseconds, rounded up
+        self.backend.clock.advance(2.0)
+        self.assertEqual(request.responseCode, 504)
+        self.backend.clock.advance(0.001)
+        self.assertEqual(cancelled, [b"slow"])
 
     def test_neverMoreThanTheGatewaysLimit(self) -> None:
         """A budget above the gateway's --request-timeout is cut to it."""
