@@ -17,17 +17,37 @@ from twisted_sockshare.wire import (
     CLIENT_RECEIVES,
     ERROR,
     HEADER_SIZE,
+    PING,
     PONG,
+    REFUSED,
     REQUEST,
     RESPONSE,
     FrameDecoder,
+    Hello,
     encodeFrame,
+    encodeNote,
+    encodeTimedRequest,
 )
 
 from .helpers import FakeEndpoint, StrictTransport
 
-anyFrame = st.tuples(st.integers(0, 8), st.integers(0, 8), st.binary(max_size=80)).map(lambda f: encodeFrame(*f))
-mutatedStreams = st.lists(st.one_of(anyFrame, st.binary(max_size=12)), max_size=12).map(b"".join)
+anyFrame = st.tuples(st.integers(0, 8), st.integers(0, 10), st.binary(max_size=80)).map(lambda f: encodeFrame(*f))
+#: Wire version 3's frames: HELLOs (whole, or cut anywhere), DEADLINE notes
+#: and TIMED_REQUEST frames with any budget.
+hellos = st.builds(
+    Hello,
+    deadlines=st.booleans(),
+    refusals=st.booleans(),
+    maxInFlight=st.one_of(st.none(), st.integers(1, 2**32 - 1)),
+    maxPayload=st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+).map(lambda hello: hello.encode())
+helloFrames = st.tuples(hellos, st.integers(0, 40)).map(lambda h: encodeFrame(0, PING, h[0][: h[1]]))
+v3Frames = st.one_of(
+    helloFrames,
+    st.tuples(st.integers(0, 8), st.integers(0, 2**32 - 1)).map(lambda n: encodeNote(*n)),
+    st.tuples(st.integers(0, 8), st.integers(0, 3000), st.binary(max_size=40)).map(lambda t: encodeTimedRequest(*t)),
+)
+mutatedStreams = st.lists(st.one_of(anyFrame, v3Frames, st.binary(max_size=12)), max_size=12).map(b"".join)
 chunks = st.lists(st.integers(1, 30), min_size=1, max_size=5)
 
 
@@ -52,7 +72,7 @@ class ClientFuzzTests(SynchronousTestCase):
 
     @given(st.one_of(st.binary(max_size=300), mutatedStreams), chunks)
     def test_anyInput(self, data: bytes, sizes: list[int]) -> None:
-        """Every request fires once: answered, remote error, or ProtocolViolation."""
+        """Every request fires once: answered, remote error, refused, or ProtocolViolation."""
         client = SockShareClientFactory(FakeEndpoint(), Clock(), maxPayload=32, requestTimeout=None)
         results: list[object] = []
         for _ in range(8):
@@ -60,13 +80,15 @@ class ClientFuzzTests(SynchronousTestCase):
         endpoint = client._endpoint
         protocol, transport = endpoint.last.succeed()  # type: ignore[attr-defined]
         feed(protocol, data, sizes)
+        self.assertEqual(len(results) + client.pending, 8)
         if transport.aborted:
+            # Every request on the connection fired, but those the server
+            # refused (REFUSED), sent again on a new connection, still wait.
+            retried = client.stats()["refusedRetried"]
             self.assertFalse(client.connected)
-            self.assertEqual(client.pending, 0)
-            self.assertEqual(len(results), 8)
-            self.assertTrue(any(getattr(r, "type", None) is ProtocolViolation for r in results))
-        else:
-            self.assertEqual(len(results) + client.pending, 8)
+            self.assertLessEqual(client.pending, retried)
+            if not retried:
+                self.assertTrue(any(getattr(r, "type", None) is ProtocolViolation for r in results))
         for r in results:
             if hasattr(r, "trap"):
                 r.trap(Exception)  # type: ignore[union-attr]
@@ -91,18 +113,25 @@ class ServerFuzzTests(SynchronousTestCase):
                 raise ValueError("asked for it")
             return payload
 
-        factory = SockShareServerFactory(handler, maxPayload=32)
+        clock = Clock()
+        factory = SockShareServerFactory(handler, maxPayload=32, clock=clock, whenFull="refuse", maxInFlight=2)
         protocol = factory.buildProtocol(None)
         transport = StrictTransport()
         protocol.makeConnection(transport)
         feed(protocol, data, sizes)
-        replies = FrameDecoder(32, CLIENT_RECEIVES).feed(transport.value())
-        self.assertTrue(all(kind in (RESPONSE, ERROR, PONG) for _, kind, _ in replies))
+        clock.advance(1)  # some budgets run out
+        replies = FrameDecoder(64, CLIENT_RECEIVES).feed(transport.value())
+        self.assertTrue(all(kind in (RESPONSE, ERROR, PONG, PING, REFUSED) for _, kind, _ in replies))
+        if protocol.hello is None:
+            # A client that sent no HELLO gets no frame of version 3.
+            self.assertTrue(all(kind in (RESPONSE, ERROR, PONG) for _, kind, _ in replies))
         stats = factory.stats()
-        self.assertEqual(stats["responses"] + stats["errors"] + len(held), stats["requests"])
+        waiting = [d for d in held if not d.called]  # not cancelled at a deadline
+        self.assertEqual(stats["responses"] + stats["errors"] + len(waiting), stats["requests"])
         self.assertEqual(transport.aborted, stats["violations"] == 1)
         protocol.connectionLost(None)  # type: ignore[arg-type]
         self.assertEqual(protocol._inFlight, {})
+        self.assertEqual(clock.getDelayedCalls(), [])
         self.flushLoggedErrors(ValueError)
 
     def test_hugeAnnouncedFrame(self) -> None:

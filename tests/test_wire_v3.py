@@ -31,6 +31,7 @@ from twisted_sockshare.wire import (
     HELLO_MAGIC,
     NOTE_MAGIC,
     PING,
+    PONG,
     REFUSED,
     REQUEST,
     RESPONSE,
@@ -148,6 +149,19 @@ class ServerV3Tests(SynchronousTestCase):
         self.assertEqual(parseHello(first[2]), Hello(deadlines=True, refusals=True, maxInFlight=7, maxPayload=1000))
         self.assertEqual(second, (1, RESPONSE, b"a"))
         self.assertEqual(protocol.hello, Hello(deadlines=True, refusals=True))
+
+    def test_budgetsOnlyAfterAHello(self) -> None:
+        """
+        A TIMED_REQUEST from a client whose HELLO did not announce budgets is
+        a violation; a PING that looks like a note from such a client is
+        only a PING.
+        """
+        protocol, transport = self.serve()
+        protocol.dataReceived(encodeNote(1, 5))
+        self.assertEqual([f[:2] for f in serverFrames(transport)], [(1, PONG)])
+        protocol.dataReceived(encodeTimedRequest(1, 5, b"a"))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.contexts, [])
 
     def test_malformedHello(self) -> None:
         """A HELLO that cannot be read is a protocol violation."""

@@ -233,7 +233,9 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         """
         if kind == TIMED_REQUEST:
             size = len(payload) - BUDGET_SIZE
-            if size < 0:
+            if not self._stamps:
+                self._violated("a TIMED_REQUEST from a client whose HELLO did not announce budgets")
+            elif size < 0:
                 self._violated(f"a TIMED_REQUEST of {len(payload)} bytes, shorter than its budget")
             elif size > self._maxPayload:
                 self._violated(f"a request of {size} bytes, above maxPayload={self._maxPayload}")
@@ -254,7 +256,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
                 self._violated(f"a PING carries {len(payload)} bytes, above {MAX_PING_PAYLOAD}")
             elif payload.startswith(HELLO_MAGIC):
                 self._greeted(payload)
-            elif payload.startswith(NOTE_MAGIC):
+            elif self._stamps and payload.startswith(NOTE_MAGIC):
                 if len(payload) != len(NOTE_MAGIC) + BUDGET_SIZE:
                     self._violated(f"a DEADLINE note of {len(payload)} bytes")
                 else:
