@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from twisted_sockshare.codecs import Multiplexed
 from twisted_sockshare.wire import (
+    BUDGET_SIZE,
     ERROR,
     HELLO_MAGIC,
     NOTE_MAGIC,
@@ -32,6 +33,7 @@ from twisted_sockshare.wire import (
     REQUEST,
     RESPONSE,
     SERVER_RECEIVES,
+    TIMED_REQUEST,
     FrameDecoder,
     encodeFrame,
 )
@@ -119,6 +121,19 @@ class Attempt:
         Every request frame written so far, as C{(requestId, payload)}.
         """
         return self.sentFrames(REQUEST)
+
+    def sentAnyRequests(self) -> list[tuple[int, bytes]]:
+        """
+        Every request written so far, as REQUEST or (wire v3) TIMED_REQUEST
+        frame, in order, as C{(requestId, payload)} without the budget.
+        """
+        assert self.transport is not None
+        frames = FrameDecoder(2**31, SERVER_RECEIVES, BUDGET_SIZE).feed(self.transport.value())
+        return [
+            (requestId, payload[BUDGET_SIZE:] if kind == TIMED_REQUEST else payload)
+            for requestId, kind, payload in frames
+            if kind in (REQUEST, TIMED_REQUEST)
+        ]
 
     def speakV2(self) -> None:
         """

@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 
 from twisted_sockshare import SockShareClientFactory
 from twisted_sockshare.connection import ConnectionState
-from twisted_sockshare.wire import CANCEL, ERROR, GOAWAY, PING, PONG, RESPONSE, encodeFrame
+from twisted_sockshare.wire import CANCEL, ERROR, GOAWAY, PING, PONG, REFUSED, RESPONSE, Hello, encodeFrame
 
 from .helpers import Attempt, FakeEndpoint, SmallIds
 
@@ -117,7 +117,7 @@ class SharedClientMachine(RuleBasedStateMachine):
     @rule(data=st.data(), error=st.booleans())
     def respond(self, data: st.DataObject, error: bool) -> None:
         connection = data.draw(st.sampled_from(self.liveConnections()))
-        sent = connection.sentRequests()
+        sent = connection.sentAnyRequests()
         if not sent:
             return
         requestId, _ = data.draw(st.sampled_from(sent))
@@ -128,9 +128,42 @@ class SharedClientMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def respondAll(self, data: st.DataObject) -> None:
         connection = data.draw(st.sampled_from(self.liveConnections()))
-        for requestId, _ in connection.sentRequests():
-            if connection.protocol.state is not ConnectionState.LOST:  # type: ignore[attr-defined]
-                connection.respond(requestId, b"answer")
+        answered = 0
+        # Answering makes room for requests held within an announced limit.
+        while answered < len(connection.sentAnyRequests()):
+            for requestId, _ in connection.sentAnyRequests()[answered:]:
+                answered += 1
+                if connection.protocol.state is not ConnectionState.LOST:  # type: ignore[attr-defined]
+                    connection.respond(requestId, b"answer")
+
+    @precondition(lambda self: self.liveConnections())
+    @rule(
+        data=st.data(),
+        maxInFlight=st.sampled_from([None, 1, 2]),
+        deadlines=st.booleans(),
+        refusals=st.booleans(),
+    )
+    def hello(self, data: st.DataObject, maxInFlight: int | None, deadlines: bool, refusals: bool) -> None:
+        """A server of wire version 3 announces itself (at any moment, as a fuzzer would)."""
+        connection = data.draw(st.sampled_from(self.liveConnections()))
+        hello = Hello(deadlines=deadlines, refusals=refusals, maxInFlight=maxInFlight)
+        connection.protocol.dataReceived(encodeFrame(0, PING, hello.encode()))  # type: ignore[attr-defined]
+
+    @precondition(lambda self: self.liveConnections())
+    @rule(data=st.data())
+    def speakV2(self, data: st.DataObject) -> None:
+        """A server of wire version 2's first frame: its PONG to the client's HELLO."""
+        data.draw(st.sampled_from(self.liveConnections())).speakV2()
+
+    @precondition(lambda self: self.liveConnections())
+    @rule(data=st.data())
+    def refuse(self, data: st.DataObject) -> None:
+        """The server refuses a request: it is sent again once, or fails with RequestRefused."""
+        connection = data.draw(st.sampled_from(self.liveConnections()))
+        sent = connection.sentAnyRequests()
+        if sent:
+            requestId, _ = data.draw(st.sampled_from(sent))
+            connection.protocol.dataReceived(encodeFrame(requestId, REFUSED, b"busy"))  # type: ignore[attr-defined]
 
     @precondition(lambda self: self.liveConnections())
     @rule(data=st.data())
@@ -219,7 +252,21 @@ class SharedClientMachine(RuleBasedStateMachine):
             if attempt.transport is None:
                 continue
             cancels = [requestId for requestId, _ in attempt.sentFrames(CANCEL)]
-            assert set(cancels) <= {requestId for requestId, _ in attempt.sentRequests()}, cancels
+            assert set(cancels) <= {requestId for requestId, _ in attempt.sentAnyRequests()}, cancels
+
+    @invariant()
+    def heldOnlyWhileFull(self) -> None:
+        """
+        A connection holds requests (wire v3) only while it is LIVE and has
+        as many outstanding as the server's limit (or, before the server's
+        first frame, the initial window).
+        """
+        for attempt in self.liveConnections():
+            protocol = attempt.protocol
+            waiting = [request for request, _ in protocol._held if not request.called]  # type: ignore[attr-defined]
+            if waiting:
+                assert protocol.state is ConnectionState.LIVE, protocol  # type: ignore[attr-defined]
+                assert protocol.outstanding >= protocol._limit, protocol  # type: ignore[attr-defined]
 
     @invariant()
     def timersOwned(self) -> None:

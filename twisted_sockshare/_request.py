@@ -53,7 +53,8 @@ class _Request(Deferred[bytes]):
     The client sets every attribute before handing it out.
 
     @ivar payload: what to send, while the request waits for a connection;
-        L{None} once written.
+        once written, L{None}, or on a connection of wire version 3 what to
+        send again if the server refuses it (REFUSED).
     @ivar sentAt: when C{request()} was called, on the client's clock (its
         timeout and its latency count from it).
     @ivar connection: the connection it was written to (L{None}: still
@@ -71,7 +72,7 @@ class _Request(Deferred[bytes]):
     # of the Deferred is read through it.  Without slots, the attributes
     # below share the instance keys of the Deferred's (_shareInstanceKeys).
 
-    payload: bytes | None
+    payload: bytes | None = None
     sentAt: float
     connection: SockShareClientProtocol | None
     requestId: int
