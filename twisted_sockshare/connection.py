@@ -166,6 +166,35 @@ class ConnectionOwner(_Interface):
         """
 
 
+class _Peer:
+    """
+    What the server of a connection announced (wire version 3), and what
+    follows for the requests sent to it.
+
+    @ivar hello: its HELLO, once read.
+    @ivar limit: the most requests outstanding at once (L{INITIAL_WINDOW}
+        until its first frame).
+    @ivar limited: whether there is such a limit (the connection's C{send}
+        is then L{SockShareClientProtocol._sendWithin}).
+    @ivar budgets: whether requests carry their budget (until the first
+        frame: in notes).
+    @ivar maxPayload: the largest request payload it takes.
+    @ivar requestTimeout: the client's.
+    @ivar fullBudget: a whole C{requestTimeout}, as sent (0: none).
+    """
+
+    __slots__ = ("hello", "limit", "limited", "budgets", "maxPayload", "requestTimeout", "fullBudget")
+
+    def __init__(self, requestTimeout: float | None) -> None:
+        self.hello: Hello | None = None
+        self.limit = _UNLIMITED
+        self.limited = False
+        self.budgets = True
+        self.maxPayload = _UNLIMITED
+        self.requestTimeout = requestTimeout
+        self.fullBudget = 0 if requestTimeout is None else budgetMilliseconds(requestTimeout)
+
+
 class SockShareClientProtocol(Protocol):
     """
     One connection of a L{twisted_sockshare.SockShareClientFactory}: writes
@@ -233,25 +262,18 @@ class SockShareClientProtocol(Protocol):
         self._writesCounted = 0
         if self._requestsLeft is not None or self._maxId < MAX_REQUEST_ID:
             self._writesLeft = self._writesCounted = min(self._requestsLeft or freeIds, freeIds)
-        # Wire version 3 (this project's frames only): the server's HELLO,
-        # once read (None: not yet, or a version 2 server); the most requests
-        # it handles at once, beyond which requests are held here, in order.
-        self.hello: Hello | None = None
-        self._limit = _UNLIMITED
+        # Wire version 3 (this project's frames only): what the server
+        # announced (in an object of its own: a protocol with more than 30
+        # attributes reads every one of them slower); the requests held here,
+        # in order, beyond the number it handles at once.
+        self._peer = _Peer(options.requestTimeout)
         self._held: deque[tuple[_Request, bytes]] = deque()
-        self._requestTimeout = options.requestTimeout
-        # A whole requestTimeout, as sent (0: none).
-        self._fullBudget = 0 if options.requestTimeout is None else budgetMilliseconds(options.requestTimeout)
-        # What the server's HELLO said: it takes budgets; the largest
-        # payload it takes.
-        self._budgets = True
-        self._serverMaxPayload = _UNLIMITED
         if self._controls:
             # Until the server's first frame says which version it speaks,
             # a request's budget goes in a note before it, and at most
             # INITIAL_WINDOW requests are written.
             self._encode = _NOTED
-            self._limit = INITIAL_WINDOW
+            self._setLimit(INITIAL_WINDOW)
         # While replies are being delivered, the requests their callbacks
         # send are collected here and written at once.
         self._batch: list[bytes] | None = None
@@ -265,6 +287,14 @@ class SockShareClientProtocol(Protocol):
         Whether any byte came from the server.
         """
         return self._chunks > 0
+
+    @property
+    def hello(self) -> Hello | None:
+        """
+        What the server announced in its HELLO (wire version 3), or L{None}:
+        not yet, or it speaks version 2.
+        """
+        return self._peer.hello
 
     @property
     def outstanding(self) -> int:
@@ -296,30 +326,24 @@ class SockShareClientProtocol(Protocol):
         request fails alone (L{InvalidRequest}) and is not written.
         """
         table = self._table
-        if len(table) >= self._limit:
-            # The server announced how many it handles at once: wait here
-            # (the attributes in the order below, as _shareInstanceKeys).
-            request.requestId = -1
-            request.connection = self
-            request.mark = self._chunks
-            self._held.append((request, payload))
+        encode = self._encode
+        if encode is _TIMED and len(table) >= self._peer.limit:
+            self._sendWithin(request, payload)  # it waits here
             return
         requestId = self._nextId
         maxId = self._maxId
         while requestId in table:
             requestId = requestId + 1 if requestId < maxId else 0
         self._nextId = requestId + 1 if requestId < maxId else 0
-        encode = self._encode
         if encode is None:
             frame = packHeader(MIN_LENGTH + len(payload), requestId, REQUEST) + payload
-        elif encode is _TIMED and len(payload) <= self._serverMaxPayload:
+        elif encode is _TIMED and len(payload) <= self._peer.maxPayload:
             # A server of wire version 3: the request carries its budget.
             # Made just now (after the last time the client said what time it
             # is) with the client's requestTimeout, all of it is left.
-            if request.extra is None and request.sentAt >= self.now and self._fullBudget:
-                frame = packTimedHeader(
-                    MIN_LENGTH + BUDGET_SIZE + len(payload), requestId, TIMED_REQUEST, self._fullBudget
-                )
+            budget = self._peer.fullBudget
+            if request.extra is None and request.sentAt >= self.now and budget:
+                frame = packTimedHeader(MIN_LENGTH + BUDGET_SIZE + len(payload), requestId, TIMED_REQUEST, budget)
                 frame += payload
             else:
                 frame = self._versioned(request, requestId, payload)
@@ -353,6 +377,46 @@ class SockShareClientProtocol(Protocol):
             if countdown == 0:
                 self._checkFull()
 
+    def _sendWithin(self, request: _Request, payload: bytes) -> None:
+        """
+        L{send}, within a limit on the requests outstanding (the server's
+        C{maxInFlight}, or L{INITIAL_WINDOW} until its first frame): beyond
+        it the request waits here, in order.  While there is a limit, it is
+        this connection's C{send}; otherwise the request path pays nothing.
+        """
+        if len(self._table) >= self._peer.limit:
+            # The attributes in the order send() sets them (_shareInstanceKeys).
+            request.requestId = -1
+            request.connection = self
+            request.mark = self._chunks
+            self._held.append((request, payload))
+            return
+        SockShareClientProtocol.send(self, request, payload)
+
+    def _setLimit(self, limit: int | None, inline: bool = False) -> None:
+        """
+        Keep at most C{limit} requests outstanding (L{None}: any number):
+        through L{_sendWithin}, unless the C{_TIMED} path of L{send} checks
+        it itself (C{inline}).
+        """
+        peer = self._peer
+        if inline:
+            peer.limit = _UNLIMITED if limit is None else limit
+            limit = None
+        # Not through __dict__: reading it costs every later attribute read
+        # of this connection (CPython stores attributes without a dict until
+        # then).
+        if limit is None:
+            if not inline:
+                peer.limit = _UNLIMITED
+            if peer.limited:
+                del self.send
+        else:
+            peer.limit = limit
+            if not peer.limited:
+                self.send = self._sendWithin  # type: ignore[method-assign]
+        peer.limited = limit is not None
+
     def _versioned(self, request: _Request, requestId: int, payload: bytes) -> bytes:
         """
         C{request}'s frame with its budget, if it has a timeout: a
@@ -362,16 +426,17 @@ class SockShareClientProtocol(Protocol):
         server's announced C{maxPayload} fails alone (L{PayloadTooLarge}):
         then C{b""}.
         """
-        if len(payload) > self._serverMaxPayload:
+        peer = self._peer
+        if len(payload) > peer.maxPayload:
             error = PayloadTooLarge(
-                f"payload of {len(payload)} bytes exceeds the server's maxPayload={self._serverMaxPayload} "
+                f"payload of {len(payload)} bytes exceeds the server's maxPayload={peer.maxPayload} "
                 "(announced in its HELLO)"
             )
             self._owner._fail(request, error)
             return b""
         extra = request.extra
-        timeout = self._requestTimeout if extra is None or extra.timeout is None else extra.timeout
-        if timeout is None or not self._budgets:
+        timeout = peer.requestTimeout if extra is None or extra.timeout is None else extra.timeout
+        if timeout is None or not peer.budgets:
             return packHeader(MIN_LENGTH + len(payload), requestId, REQUEST) + payload
         # What is left at self.now, the latest time the client gave, which
         # may be a little earlier than now: a budget may be overstated, never
@@ -392,7 +457,7 @@ class SockShareClientProtocol(Protocol):
         held = self._held
         table = self._table
         self.now = self._clock.seconds()
-        while held and len(table) < self._limit and self.state is LIVE:
+        while held and len(table) < self._peer.limit and self.state is LIVE:
             request, payload = held.popleft()
             if not request.called:  # a timeout or cancel left it here
                 self.send(request, payload)
@@ -417,16 +482,18 @@ class SockShareClientProtocol(Protocol):
         if isinstance(hello, str):
             self._violated(hello)
             return
-        self.hello = hello
-        self._budgets = hello.deadlines
+        peer = self._peer
+        peer.hello = hello
+        peer.budgets = hello.deadlines
         if hello.maxPayload is not None:
-            self._serverMaxPayload = hello.maxPayload
-        self._limit = _UNLIMITED if hello.maxInFlight is None else hello.maxInFlight
+            peer.maxPayload = hello.maxPayload
         # A server that takes neither budgets nor REFUSED, with no smaller
         # limit on payloads, gets the default frames; one that takes both
-        # (this project's), the inline path of send().
-        plain = not (hello.deadlines or hello.refusals) and self._serverMaxPayload >= self._options.maxPayload
-        self._encode = None if plain else _TIMED if hello.deadlines and hello.refusals else _V3
+        # (this project's), the inline path of send(), which keeps within
+        # its limit itself.
+        plain = not (hello.deadlines or hello.refusals) and peer.maxPayload >= self._options.maxPayload
+        self._encode = encode = None if plain else _TIMED if hello.deadlines and hello.refusals else _V3
+        self._setLimit(hello.maxInFlight, inline=encode is _TIMED)
 
     def _checkFull(self) -> None:
         """
@@ -509,7 +576,7 @@ class SockShareClientProtocol(Protocol):
             if self._encode is _NOTED and not (kind == PING and payload.startswith(HELLO_MAGIC)):
                 # The server's first frame is not a HELLO: it speaks version 2.
                 self._encode = None
-                self._limit = _UNLIMITED
+                self._setLimit(None)
             if kind > ERROR:
                 self._control(requestId, kind, payload)
                 if self.state is CLOSING:
