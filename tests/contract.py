@@ -18,7 +18,7 @@ from twisted.names import dns
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_sockshare import SockShareBalancer, SockSharePool, SockShareServerFactory
+from twisted_sockshare import RequestContext, SockShareBalancer, SockSharePool, SockShareServerFactory
 from twisted_sockshare.codecs import Multiplexed
 from twisted_sockshare.errors import InvalidRequest
 from twisted_sockshare.interfaces import ISockShareClient
@@ -77,7 +77,8 @@ class Handler:
     """
     The backends' handler.  A payload's first word says what it does:
     C{echo} answers it at once, C{async} from a coroutine, C{raise} raises,
-    and C{hold} returns a Deferred the test fires (L{held}).
+    C{hold} returns a Deferred the test fires (L{held}), and C{deadline}
+    answers with the seconds left of its caller's budget (C{b"None"}: none).
     """
 
     def __init__(self) -> None:
@@ -97,6 +98,8 @@ class Handler:
                 return payload
 
             return answer()
+        if payload.startswith(b"deadline"):
+            return repr(RequestContext.current().remaining()).encode()
         if payload.startswith(b"raise"):
             raise ValueError("the handler refused " + payload.decode())
         return payload
@@ -180,6 +183,7 @@ class Backends:
     """
 
     def __init__(self, **serverOptions: Any) -> None:
+        self.serverOptions = serverOptions
         self.reactor = LoopbackReactor()
         self.handler = Handler()
         self.servers = {}
@@ -214,7 +218,7 @@ def makePoolDestination(backends: Backends, **options: Any) -> Any:
 
 
 def makeStub(backends: Backends, **options: Any) -> Any:
-    return StubSockShareClient(backends.handler, backends.reactor, **options)
+    return StubSockShareClient(backends.handler, backends.reactor, serverOptions=backends.serverOptions, **options)
 
 
 #: Every implementation: its name, how to make it, how many endpoints it

@@ -340,6 +340,46 @@ class ContractMixin:
         self.assertEqual(answered, [b"echo ready"])
         self.assertNothingLeft(client)
 
+    def test_deadlineReachesTheHandler(self) -> None:
+        """
+        Wire v3: a request's timeout reaches the backend's handler as its
+        deadline (whole milliseconds, rounded up), on a connection's first
+        request and on the next ones; a request without one has none.
+        """
+        client = self.client(requestTimeout=None)
+        first = self.outcomes.track(client.request(b"deadline 1", timeout=2.0))
+        second = self.outcomes.track(client.request(b"deadline 2", timeout=0.25))
+        plain = self.outcomes.track(client.request(b"deadline 3"))
+        self.assertEqual((first, second, plain), ([b"2.001"], [b"0.251"], [b"None"]))
+        self.assertNothingLeft(client)
+
+    def test_keepsWithinTheServersLimit(self) -> None:
+        """
+        Wire v3: against servers that announce maxInFlight=2, no server's
+        handlers hold more than 2 requests at once; a request waiting on the
+        client's side that is cancelled fires once and never reaches a
+        handler; every other one is answered.
+        """
+        self.backends = Backends(maxInFlight=2)
+        self.reactor, self.handler = self.backends.reactor, self.backends.handler
+        client = self.client(requestTimeout=None)
+        held = [self.outcomes.track(client.request(b"hold %d" % i)) for i in range(8)]
+        last = client.request(b"hold last")
+        cancelled = self.outcomes.track(last)
+        last.cancel()
+        self.assertTrue(failedWith(cancelled, CancelledError), cancelled)
+        for _ in range(20):
+            if not self.handler.held:
+                break
+            self.assertLessEqual(len(self.handler.held), 2 * self.endpoints)
+            for payload in list(self.handler.held):
+                self.handler.answer(payload)
+        self.assertEqual(held, [[b"hold %d" % i] for i in range(8)])
+        self.assertNotIn(b"hold last", self.handler.seen)
+        for server in self.backends.servers.values():
+            self.assertLessEqual(server.stats()["peakInFlight"], 2)
+        self.assertNothingLeft(client)
+
 
 class QueuedContractMixin(ContractMixin):
     """

@@ -17,6 +17,7 @@ sockets and no real time.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -55,10 +56,20 @@ class StubSockShareClient(SockShareClientFactory):
         show what it saw.
     """
 
-    def __init__(self, handler: Handler, clock: Clock | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        clock: Clock | None = None,
+        *,
+        serverOptions: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
         """
         @param handler: answers each request (see L{SockShareServerFactory}).
         @param clock: the client's clock; a new L{Clock} if L{None}.
+        @param serverOptions: L{SockShareServerFactory}'s keyword options for
+            the server running the handler (its C{maxInFlight}, which it
+            announces, C{whenFull}...).
         @param options: L{SockShareClientFactory}'s keyword options.
         @raise TypeError: if an option is unknown or has the wrong type.
         @raise ValueError: if an option is out of range.
@@ -73,10 +84,11 @@ class StubSockShareClient(SockShareClientFactory):
             return handler(payload)
 
         # The server takes what the client may send, and holds as many
-        # requests in its handler as the client may have pending.
-        self.serverFactory = endpoint.serverFactory = _StubServerFactory(
-            record, clock=self.clock, maxPayload=self.maxPayload, maxInFlight=self.maxPending, frameTimeout=None
-        )
+        # requests in its handler as the client may have pending, unless
+        # told otherwise.
+        server: dict[str, Any] = {"maxPayload": self.maxPayload, "maxInFlight": self.maxPending, "frameTimeout": None}
+        server.update(serverOptions or {})
+        self.serverFactory = endpoint.serverFactory = _StubServerFactory(record, clock=self.clock, **server)
         self._stubEndpoint = endpoint
 
     def disconnect(self, clean: bool = True) -> None:
