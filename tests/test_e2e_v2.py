@@ -18,6 +18,7 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
+from twisted.web.client import Agent, readBody
 
 from twisted_sockshare import SockShareClientFactory
 
@@ -116,6 +117,14 @@ class GracefulBackendTests(TestCase):
         self.assertEqual(bad, 0)
         served = (await self.backendStats(restarted.port))["responses"]
         self.assertGreater(served, 0)  # the restarted backend took traffic again
+        # What crossed the drain's GOAWAY was refused (wire v3) and sent to
+        # the other backend: the gateway counts it, and failed nothing.
+        agent = Agent(reactor)
+        response = await agent.request(b"GET", b"http://127.0.0.1:%d/stats" % gateway.port)
+        stats = json.loads(await readBody(response))
+        print(f"through the restart: {total} requests, refusedRetried={stats['refusedRetried']}")
+        # (wrk's last requests, cut off when it stops, count as cancelled.)
+        self.assertEqual((stats["failures"] - stats["cancelled"], stats["remoteErrors"]), (0, 0))
 
     async def test_oneCallerFewConnections(self) -> None:
         """wrk -c1 through the gateway with default options: a handful of backend connections, not one per request."""

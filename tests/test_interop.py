@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
-from twisted_sockshare import SockShareClientFactory, SockShareServerFactory
+from twisted_sockshare import RequestTimeout, SockShareClientFactory, SockShareServerFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The last commit whose code speaks wire version 2.
@@ -189,6 +189,45 @@ class InteropTests(TestCase):
         self.assertEqual(stats["connectionsOpened"], 20)
         self.assertEqual(len(hellos), stats["connectionsOpened"])
         self.assertEqual([hello for hello in hellos if hello is not None], [])
+
+
+class RealDeadlineTests(TestCase):
+    timeout = 30
+
+    async def test_handlerEndsAtTheCallersDeadline(self) -> None:
+        """
+        Real sockets, wire v3 both sides: a 2 s handler called with a 0.5 s
+        budget - the client sees RequestTimeout at 0.5 s, and the server
+        cancels the handler at the deadline, long before it would end.
+        """
+        cancelledAt: list[float] = []
+
+        def handler(payload: bytes) -> Deferred[bytes]:
+            d: Deferred[bytes] = Deferred(lambda _: cancelledAt.append(reactor.seconds()))
+            later = reactor.callLater(2.0, lambda: d.called or d.callback(payload))  # type: ignore[attr-defined]
+            d.addBoth(lambda result: (later.active() and later.cancel(), result)[1])
+            return d
+
+        factory = SockShareServerFactory(handler)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        client = SockShareClientFactory(f"tcp:127.0.0.1:{port.getHost().port}", reactor)
+        self.addCleanup(client.close)
+        start = reactor.seconds()  # type: ignore[attr-defined]
+        with self.assertRaises(RequestTimeout):
+            await client.request(b"slow", timeout=0.5)
+        timedOut = reactor.seconds() - start  # type: ignore[attr-defined]
+        for _ in range(100):
+            if cancelledAt:
+                break
+            await deferLater(reactor, 0.01)
+        self.assertEqual(len(cancelledAt), 1)
+        cancelled = cancelledAt[0] - start
+        print(f"RequestTimeout after {timedOut:.3f} s; handler cancelled after {cancelled:.3f} s")
+        self.assertGreaterEqual(timedOut, 0.5)
+        self.assertLess(cancelled, 1.5)  # cancelled, not ended: it would have run 2 s
+        stats = factory.stats()
+        self.assertEqual(stats["deadlineExceeded"] + stats["cancelsReceived"], 1)
 
 
 async def _output(command: list[str], env: dict[str, str]) -> str:

@@ -122,6 +122,7 @@ class OptionsTests(SynchronousTestCase):
                 "--max-connections=7",
                 "--handler-timeout=none",
                 "--frame-timeout=2",
+                "--when-full=refuse",
             ]
         )
         factory = makeServerService(options).factory  # type: ignore[attr-defined]
@@ -129,11 +130,13 @@ class OptionsTests(SynchronousTestCase):
             (factory.maxInFlight, factory.maxConnections, factory.handlerTimeout, factory.frameTimeout),
             (50, 7, None, 2.0),
         )
+        self.assertEqual(factory.whenFull, "refuse")
         for bad, text in [
             ("--max-in-flight=0", "--max-in-flight must be >= 1"),
             ("--max-connections=lots", "--max-connections takes a number"),
             ("--handler-timeout=nan", "--handler-timeout takes a finite number"),
             ("--frame-timeout=-1", "--frame-timeout must be > 0"),
+            ("--when-full=drop", "--when-full must be 'pause' or 'refuse', not 'drop'"),
         ]:
             e = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, [bad])
             self.assertIn(text, str(e))

@@ -55,6 +55,15 @@ class _PortFileService(StreamServerEndpointService):
         return port
 
 
+def _whenFull(value: str) -> str:
+    """
+    C{--when-full}: C{pause} or C{refuse}.
+    """
+    if value not in ("pause", "refuse"):
+        raise usage.UsageError(f"--when-full must be 'pause' or 'refuse', not {value!r}")
+    return value
+
+
 class ServerOptions(usage.Options):
     """
     Options of C{twistd sockshare-server}.
@@ -90,6 +99,13 @@ class ServerOptions(usage.Options):
             1_000,
             "Most requests of one connection in the handler at once; beyond, the connection is not read.",
             number(int, "max-in-flight", 1),
+        ],
+        [
+            "when-full",
+            None,
+            "pause",
+            "At --max-in-flight: 'pause' reading the connection, or 'refuse' the request (wire v3 clients resend it).",
+            _whenFull,
         ],
         [
             "max-connections",
@@ -174,6 +190,7 @@ def makeServerService(options: ServerOptions) -> IService:
         maxPayload=options["max-payload"],
         idleTimeout=options["idle-timeout"],
         maxInFlight=options["max-in-flight"],
+        whenFull=options["when-full"],
         maxConnections=options["max-connections"],
         handlerTimeout=options["handler-timeout"],
         frameTimeout=options["frame-timeout"],
