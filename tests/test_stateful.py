@@ -266,7 +266,7 @@ class SharedClientMachine(RuleBasedStateMachine):
             waiting = [request for request, _ in protocol._held if not request.called]  # type: ignore[attr-defined]
             if waiting:
                 assert protocol.state is ConnectionState.LIVE, protocol  # type: ignore[attr-defined]
-                assert protocol.outstanding >= protocol._limit, protocol  # type: ignore[attr-defined]
+                assert protocol.outstanding >= protocol._peer.limit, protocol  # type: ignore[attr-defined]
 
     @invariant()
     def timersOwned(self) -> None:
