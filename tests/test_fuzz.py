@@ -6,7 +6,7 @@ connection with a protocol violation.
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_sockshare import ProtocolViolation, SockShareClientFactory, SockShareServerFactory
 from twisted_sockshare.wire import (
+    BUDGET_SIZE,
     CLIENT_RECEIVES,
     ERROR,
     HEADER_SIZE,
@@ -51,16 +52,18 @@ mutatedStreams = st.lists(st.one_of(anyFrame, v3Frames, st.binary(max_size=12)),
 chunks = st.lists(st.integers(1, 30), min_size=1, max_size=5)
 
 
-def feed(protocol: object, data: bytes, sizes: list[int], maxPayload: int = 32) -> None:
+def feed(protocol: object, data: bytes, sizes: list[int], maxPayload: int = 32, allowance: int = 0) -> None:
     """
     Feed C{data} in chunks of C{sizes}; after each, the bytes the protocol
-    buffers stay within one frame of C{maxPayload}.
+    buffers stay within one frame of C{maxPayload} (plus C{allowance}, the
+    budget a TIMED_REQUEST carries above it).
     """
     i = n = 0
     while i < len(data):
         size = sizes[n % len(sizes)]
         protocol.dataReceived(data[i : i + size])  # type: ignore[attr-defined]
-        assert protocol._decoder.buffered < HEADER_SIZE + maxPayload, protocol._decoder.buffered  # type: ignore[attr-defined]
+        buffered = protocol._decoder.buffered  # type: ignore[attr-defined]
+        assert buffered < HEADER_SIZE + maxPayload + allowance, buffered
         i += size
         n += 1
 
@@ -100,6 +103,11 @@ class ServerFuzzTests(SynchronousTestCase):
     """
 
     @given(st.one_of(st.binary(max_size=300), mutatedStreams), chunks)
+    # A TIMED_REQUEST of the largest payload, cut before its last byte (found
+    # by atheris: the decoder then holds maxPayload + BUDGET_SIZE bytes).
+    @example(
+        encodeFrame(0, PING, Hello(3, deadlines=True).encode()) + encodeTimedRequest(1, 500, b"x" * 32), [23, 44, 1]
+    )
     def test_anyInput(self, data: bytes, sizes: list[int]) -> None:
         """Valid requests are answered; anything else aborts the connection."""
         held: list[Deferred[bytes]] = []
@@ -118,7 +126,7 @@ class ServerFuzzTests(SynchronousTestCase):
         protocol = factory.buildProtocol(None)
         transport = StrictTransport()
         protocol.makeConnection(transport)
-        feed(protocol, data, sizes)
+        feed(protocol, data, sizes, allowance=BUDGET_SIZE)
         clock.advance(1)  # some budgets run out
         replies = FrameDecoder(64, CLIENT_RECEIVES).feed(transport.value())
         self.assertTrue(all(kind in (RESPONSE, ERROR, PONG, PING, REFUSED) for _, kind, _ in replies))
