@@ -18,7 +18,7 @@ from twisted.names import dns
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_sockshare import RequestContext, SockShareBalancer, SockSharePool, SockShareServerFactory
+from twisted_sockshare import Hedge, RequestContext, SockShareBalancer, SockSharePool, SockShareServerFactory
 from twisted_sockshare.codecs import Multiplexed
 from twisted_sockshare.errors import InvalidRequest
 from twisted_sockshare.interfaces import ISockShareClient
@@ -77,20 +77,25 @@ class Handler:
     """
     The backends' handler.  A payload's first word says what it does:
     C{echo} answers it at once, C{async} from a coroutine, C{raise} raises,
-    C{hold} returns a Deferred the test fires (L{held}), and C{deadline}
+    C{hold} returns a Deferred the test fires (L{held}; a second copy of
+    the same payload, a balancer's backup, in L{copies}), and C{deadline}
     answers with the seconds left of its caller's budget (C{b"None"}: none).
     """
 
     def __init__(self) -> None:
         self.seen: list[bytes] = []
         self.held: dict[bytes, Deferred[bytes]] = {}
+        self.copies: dict[bytes, Deferred[bytes]] = {}
         self.cancelled: list[bytes] = []
 
     def __call__(self, payload: bytes) -> Any:
         self.seen.append(payload)
         if payload.startswith(b"hold"):
             d: Deferred[bytes] = Deferred(lambda _: self.cancelled.append(payload))
-            self.held[payload] = d
+            if payload in self.held and not self.held[payload].called:
+                self.copies[payload] = d
+            else:
+                self.held[payload] = d
             return d
         if payload.startswith(b"async"):
 
@@ -106,6 +111,9 @@ class Handler:
 
     def answer(self, payload: bytes) -> None:
         self.held.pop(payload).callback(payload)
+
+    def answerCopy(self, payload: bytes) -> None:
+        self.copies.pop(payload).callback(payload + b" (copy)")
 
 
 class RefusingCodec(Multiplexed):
@@ -203,6 +211,11 @@ def makeBalancer(backends: Backends, **options: Any) -> Any:
     return SockShareBalancer(endpoints, backends.reactor, random=Random(7).random, **options)
 
 
+def makeHedgedBalancer(backends: Backends, **options: Any) -> Any:
+    endpoints = [f"tcp:127.0.0.1:{port}" for port in PORTS[:2]]
+    return SockShareBalancer(endpoints, backends.reactor, random=Random(7).random, hedge=Hedge(), **options)
+
+
 def makeDNSBalancer(backends: Backends, resolver: FakeSRV | None = None, **options: Any) -> Any:
     return SockShareBalancer.fromDNS(
         "_sockshare._tcp.contract.test",
@@ -226,6 +239,7 @@ def makeStub(backends: Backends, **options: Any) -> Any:
 IMPLEMENTATIONS: list[tuple[str, Callable[..., Any], int, bool]] = [
     ("client", makeClient, 1, True),
     ("balancer", makeBalancer, 2, True),
+    ("hedgedBalancer", makeHedgedBalancer, 2, True),
     ("dnsBalancer", makeDNSBalancer, 2, True),
     ("poolDestination", makePoolDestination, 1, True),
     ("stub", makeStub, 1, False),

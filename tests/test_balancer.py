@@ -56,10 +56,14 @@ class StatsTests(BalancerCase):
 class OutlierTests(BalancerCase):
     def connected(self, count: int = 3) -> SockShareBalancer:
         """
-        A balancer over C{count} endpoints whose first is connected and idle
-        (so it is picked first), and that never closes idle connections.
+        A balancer over C{count} endpoints whose first is connected and idle,
+        and that never closes idle connections.  Every request goes to the
+        first endpoint up: these tests count failures in a row on one
+        endpoint, which its latency average would otherwise steer traffic
+        away from after the first timeout.
         """
         balancer = self.balancer(self.endpoints[:count], idleTimeout=None, pingTimeout=10_000)
+        balancer._choose = lambda candidates, now: candidates[0]  # type: ignore[method-assign]
         d = balancer.request(b"first")
         attempt = self.endpoints[0].last
         attempt.succeed()

@@ -15,7 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
-from twisted_sockshare import SockShareBalancer, SockShareError
+from twisted_sockshare import Hedge, SockShareBalancer, SockShareError
 
 from .contract import PORTS, Backends, FakeSRV
 
@@ -30,8 +30,9 @@ class BalancerMachine(RuleBasedStateMachine):
         fromDNS=st.booleans(),
         requestTimeout=st.sampled_from([None, 2.0]),
         idleTimeout=st.sampled_from([0.0, 1.0]),
+        hedge=st.booleans(),
     )
-    def setUp(self, fromDNS: bool, requestTimeout: float | None, idleTimeout: float) -> None:
+    def setUp(self, fromDNS: bool, requestTimeout: float | None, idleTimeout: float, hedge: bool) -> None:
         self.backends = Backends()
         for server in self.backends.servers.values():
             server.logHandlerFailures = False  # answered as RemoteError; many examples, one test
@@ -42,6 +43,8 @@ class BalancerMachine(RuleBasedStateMachine):
             "idleTimeout": idleTimeout,
             "closeTimeout": 3.0,
             "random": Random(3).random,
+            # Backups after a few answers: the slowest half, after 0.5 s at least.
+            "hedge": Hedge(maxExtraLoad=0.5, minDelay=0.5) if hedge else None,
         }
         if fromDNS:
             self.resolver = FakeSRV()
@@ -56,6 +59,10 @@ class BalancerMachine(RuleBasedStateMachine):
         self.results: list[list[object]] = []
         self.closed: list[object] | None = None
         self.count = 0
+        if hedge and not fromDNS:
+            # Answered requests: the balancer knows its latencies, and hedges from the first step.
+            for _ in range(4):
+                self.request(b"echo", False, None, False)
 
     @rule(
         kind=st.sampled_from([b"echo", b"hold", b"hold", b"raise"]),
@@ -75,11 +82,14 @@ class BalancerMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def answer(self, data: st.DataObject) -> None:
-        if self.handler.held:
-            payload = data.draw(st.sampled_from(sorted(self.handler.held)))
-            held = self.handler.held.pop(payload)
-            if not held.called:
-                held.callback(payload)
+        held = [(payload, False) for payload in self.handler.held] + [
+            (payload, True) for payload in self.handler.copies
+        ]
+        if held:
+            payload, copy = data.draw(st.sampled_from(sorted(held)))
+            d = (self.handler.copies if copy else self.handler.held).pop(payload)
+            if not d.called:
+                d.callback(payload)
 
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:

@@ -380,6 +380,73 @@ class ContractMixin:
             self.assertLessEqual(server.stats()["peakInFlight"], 2)
         self.assertNothingLeft(client)
 
+    def warmUp(self, client: Any) -> None:
+        """Enough answered requests for a hedging balancer to know its latencies."""
+        for i in range(100):
+            self.outcomes.track(client.request(b"echo warm %d" % i, idempotent=True))
+
+    def copiesOfSlowRequests(self, client: Any) -> int:
+        """How many copies of a slow idempotent request reach the backends: two if it hedges."""
+        return 2 if getattr(client, "hedge", None) is not None else 1
+
+    def test_hedgedRequestAnsweredOnce(self) -> None:
+        """
+        A slow idempotent request (and, hedging, its backup on the other
+        endpoint) fires once, with the first answer; the other copy is
+        cancelled at its backend and counted nowhere.
+        """
+        client = self.client(requestTimeout=5.0)
+        self.warmUp(client)
+        slow = self.outcomes.track(client.request(b"hold slow", idempotent=True))
+        self.reactor.advance(0.1)
+        copies = self.handler.seen.count(b"hold slow")
+        self.assertEqual(copies, self.copiesOfSlowRequests(client))
+        if copies == 2:
+            self.handler.answerCopy(b"hold slow")
+            self.assertEqual(slow, [b"hold slow (copy)"])
+        else:
+            self.handler.answer(b"hold slow")
+            self.assertEqual(slow, [b"hold slow"])
+        self.assertEqual(self.handler.cancelled, [b"hold slow"] * (copies - 1))
+        self.assertEqual(client.pending, 0)
+        stats = client.stats()
+        self.assertEqual(
+            (stats["requests"], stats["responses"], stats["failures"], stats["cancelled"]), (101, 101, 0, 0)
+        )
+        self.assertNothingLeft(client)
+
+    def test_cancelCancelsEveryCopy(self) -> None:
+        """Cancelling a hedged request cancels every copy at its backend; it fails once, counted once."""
+        client = self.client(requestTimeout=5.0)
+        self.warmUp(client)
+        request = client.request(b"hold cancelled", idempotent=True)
+        cancelled = self.outcomes.track(request)
+        self.reactor.advance(0.1)
+        copies = self.handler.seen.count(b"hold cancelled")
+        self.assertEqual(copies, self.copiesOfSlowRequests(client))
+        request.cancel()
+        self.assertTrue(failedWith(cancelled, CancelledError), cancelled)
+        self.assertEqual(self.handler.cancelled, [b"hold cancelled"] * copies)
+        stats = client.stats()
+        self.assertEqual((stats["requests"], stats["failures"], stats["cancelled"], client.pending), (101, 1, 1, 0))
+        self.assertNothingLeft(client)
+
+    def test_closeWithCopiesUnderWay(self) -> None:
+        """close() lets a hedged request finish: the first answer wins, the other copy is cancelled."""
+        client = self.client(requestTimeout=5.0, closeTimeout=10.0)
+        self.warmUp(client)
+        slow = self.outcomes.track(client.request(b"hold closing", idempotent=True))
+        self.reactor.advance(0.1)
+        copies = self.handler.seen.count(b"hold closing")
+        closed = self.outcomes.track(client.close())
+        self.assertEqual((slow, closed), ([], []))
+        self.handler.answer(b"hold closing")
+        self.assertEqual(slow, [b"hold closing"])
+        self.assertEqual(self.handler.cancelled, [b"hold closing"] * (copies - 1))
+        self.reactor.advance(1)
+        self.assertEqual(closed, [None])
+        self.assertNothingLeft(client)
+
 
 class QueuedContractMixin(ContractMixin):
     """

@@ -24,6 +24,7 @@ from .errors import (
     SockShareError,
     TooManyPending,
 )
+from .hedging import Hedge
 from .interfaces import ISockShareClient
 from .pool import SockShareBalancer, SockSharePool
 from .server import SockShareServerFactory, SockShareServerProtocol
@@ -37,6 +38,7 @@ __all__ = [
     "SockShareServerProtocol",
     "SockSharePool",
     "SockShareBalancer",
+    "Hedge",
     "SockShareError",
     "ConnectFailed",
     "ConnectionDropped",

@@ -8,6 +8,7 @@ changes.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from .errors import (
     RequestTimeout,
     TooManyPending,
 )
+from .hedging import Hedge, _Delays
 from .interfaces import ISockShareClient
 from .options import ClientOptions, checkTimeout
 from .stats import ClientStats
@@ -43,6 +45,12 @@ _log = Logger(namespace="twisted_sockshare.pool")
 OUTLIER_ERRORS = (RequestTimeout, ConnectionDropped, ProtocolViolation)
 #: How many such failures in a row eject an endpoint.
 OUTLIER_STREAK = 5
+#: How slowly a member's latency average forgets a slow reply: its mean
+#: lifetime in seconds (it halves in about 7 s without a slower reply).
+LATENCY_DECAY = 10.0
+#: The cost of a member with requests pending and no reply yet: so one with
+#: no latency known is tried, but with one request at a time.
+_UNKNOWN_COST = float(2**47)
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,11 @@ class _Member:
     @ivar refusals: requests it refused (REFUSED) lately, halved by each
         answer: counted as pending when members are compared.
     @ivar readmitCall: ends the ejection, while it is ejected.
+    @ivar latency: its "peak EWMA" of reply latencies in seconds (0: none
+        yet): a slower reply raises it at once, faster ones lower it
+        slowly, and it decays toward 0 with time (L{LATENCY_DECAY}), so an
+        idle member is tried again.
+    @ivar stamp: when C{latency} was last brought up to date.
     """
 
     def __init__(self, key: object, client: SockShareClientFactory, priority: int, weight: int) -> None:
@@ -95,6 +108,28 @@ class _Member:
         self.ejections = 0
         self.refusals = 0
         self.readmitCall: IDelayedCall | None = None
+        self.latency = 0.0
+        self.stamp = 0.0
+
+    def observe(self, seconds: float, now: float) -> None:
+        """
+        Count a reply after C{seconds} in its latency average.
+        """
+        weight = math.exp((self.stamp - now) / LATENCY_DECAY) if now > self.stamp else 1.0
+        latency = self.latency
+        self.latency = seconds if seconds > latency else latency * weight + seconds * (1.0 - weight)
+        self.stamp = now
+
+    def cost(self, now: float) -> float:
+        """
+        What sending it one more request costs: its latency average times
+        its requests (pending and lately refused) with this one.
+        """
+        self.observe(0.0, now)
+        load = self.client.pending + self.refusals
+        if self.latency == 0.0:
+            return _UNKNOWN_COST * load
+        return self.latency * (load + 1)
 
     def readmit(self) -> None:
         """
@@ -121,11 +156,16 @@ class _Call:
     @ivar deadline: when its own timeout runs out, if it has one.
     @ivar waitUntil: with C{waitForReady}, when it stops waiting for a
         member to be up.
+    @ivar started: when the attempt under way was sent.
+    @ivar member: the member it was sent to.
+    @ivar hedgeCall: while a backup may still be sent, what sends it.
+    @ivar backup: the backup's Deferred and member, while it is under way.
+    @ivar hedged: whether a backup was sent (there is one at most).
     """
 
     __slots__ = (
         "payload", "idempotent", "result", "tried", "why", "attempt", "timer", "queue", "deadline", "timeout",
-        "waitForReady", "waitUntil", "refused",
+        "waitForReady", "waitUntil", "refused", "started", "member", "hedgeCall", "backup", "hedged",
     )  # fmt: skip
 
     def __init__(
@@ -150,6 +190,11 @@ class _Call:
         self.waitForReady = waitForReady
         self.waitUntil = 0.0
         self.refused = False
+        self.started = now
+        self.member: _Member | None = None
+        self.hedgeCall: IDelayedCall | None = None
+        self.backup: tuple[Deferred[bytes], _Member] | None = None
+        self.hedged = False
 
 
 @implementer(ISockShareClient)
@@ -158,10 +203,13 @@ class SockShareBalancer:
     One logical backend made of several endpoints, each with its own shared
     client.
 
-    Each request goes to the less busy (fewer pending requests) of two
-    endpoints picked at random, weighted by their SRV weight, among the
-    endpoints of the lowest priority that are up; so many balancers started
-    at once do not all pick the same endpoint first.  An endpoint whose
+    Each request goes to the cheaper of two endpoints picked at random,
+    weighted by their SRV weight, among the endpoints of the lowest priority
+    that are up; so many balancers started at once do not all pick the same
+    endpoint first.  An endpoint's cost is its pending requests (with this
+    one) times its "peak EWMA" latency: the average of its reply latencies,
+    raised at once by a slower reply and lowered slowly, so a slow endpoint
+    loses traffic within a few requests even when it has few pending.  An endpoint whose
     connect fails is skipped for a backoff period (exponential, with jitter,
     capped) and the request is tried on another one: it was never sent.  An
     endpoint whose requests fail L{OUTLIER_STREAK} times in a row with
@@ -173,6 +221,11 @@ class SockShareBalancer:
     A request lost with its connection is tried again on another endpoint
     only if the caller says it is idempotent (C{request(payload,
     idempotent=True)}), and within the retry budget.
+
+    With C{hedge}, an idempotent request still unanswered after the latency
+    that only C{hedge.maxExtraLoad} of the recent requests exceeded gets a
+    backup copy on another endpoint, within the retry budget; the first
+    answer wins and the other copy is cancelled (CANCEL).
     """
 
     def __init__(
@@ -183,6 +236,7 @@ class SockShareBalancer:
         backoff: float = 0.5,
         maxBackoff: float = 30.0,
         random: Callable[[], float] = random.random,
+        hedge: Hedge | None = None,
         **clientOptions: Any,
     ) -> None:
         """
@@ -192,6 +246,8 @@ class SockShareBalancer:
             connect; doubled for each further failure in a row (each period
             is randomised between half and all of it), up to C{maxBackoff}.
         @param random: gives numbers in [0, 1), for the choices and the jitter.
+        @param hedge: when to send backup copies of idempotent requests
+            (L{Hedge}); L{None}: never.
         @param clientOptions: L{SockShareClientFactory}'s keyword options,
             checked now.
         @raise TypeError: if an option is unknown or has the wrong type.
@@ -201,8 +257,12 @@ class SockShareBalancer:
             raise ValueError("a balancer needs at least one endpoint")
         if not 0 < backoff <= maxBackoff:
             raise ValueError(f"need 0 < backoff <= maxBackoff, not {backoff!r} and {maxBackoff!r}")
-        ClientOptions(**clientOptions)
+        if hedge is not None and not isinstance(hedge, Hedge):
+            raise TypeError(f"hedge must be a twisted_sockshare.Hedge or None, not {type(hedge).__name__}")
+        self._requestTimeout = ClientOptions(**clientOptions).requestTimeout
         self._clock = maybeGlobalReactor(reactor)
+        self._delays = None if hedge is None else _Delays(hedge, self._clock.seconds())
+        self.hedge = hedge
         self._options = clientOptions
         self._members: list[_Member] = []
         self.backoff = backoff
@@ -218,6 +278,10 @@ class SockShareBalancer:
         self._retries = 0
         self._refusedRetries = 0
         self._ejections = 0
+        # Backups sent, backups that answered first, and copies the
+        # balancer cancelled itself (losers); and the requests with two
+        # copies under way now (their endpoints count both as pending).
+        self._hedges = self._hedgeWins = self._hedgeCancels = self._doubled = 0
         # The balancer's own counters: requests it failed or refused
         # without any member client seeing them.
         self._own = {"requests": 0, "failures": 0, "rejected": 0, "cancelled": 0, "timeouts": 0}
@@ -379,7 +443,8 @@ class SockShareBalancer:
         How many requests were accepted and have not been answered or failed
         yet (those waiting for the first DNS answer included).
         """
-        return sum(member.client.pending for member in self._members + self._retired) + self._waitingCount
+        clients = sum(member.client.pending for member in self._members + self._retired)
+        return clients - self._doubled + self._waitingCount
 
     @property
     def _waitingCount(self) -> int:
@@ -414,7 +479,9 @@ class SockShareBalancer:
             endpoint's client sends it again on a fresh connection as
             L{SockShareClientFactory.request} does; if it is still lost with
             its connection (L{ConnectionDropped}), it is tried once more on
-            another endpoint, within the balancer's retry budget.
+            another endpoint, within the balancer's retry budget.  With
+            C{hedge}, a slow one also gets a backup copy on another
+            endpoint; the first answer (a reply or a L{RemoteError}) wins.
         @param timeout: this request's own timeout in seconds, across its
             attempts (each is given what is left), instead of the clients'
             C{requestTimeout}.
@@ -423,7 +490,7 @@ class SockShareBalancer:
             only when C{timeout} (or, without one, C{connectTimeout}) runs
             out.
         @return: a Deferred as L{SockShareClientFactory.request}'s; cancelling
-            it cancels the attempt under way (its endpoint's client sends
+            it cancels the attempts under way (their endpoints' clients send
             CANCEL), or the wait for the first DNS answer or for an endpoint.
             It fails at once with L{ClientClosed} after L{close}, with
             C{TypeError} for a payload that is not bytes, and with
@@ -459,6 +526,12 @@ class SockShareBalancer:
             self._own["requests"] += 1
             self._own["failures"] += 1
             self._own["cancelled"] += 1
+        elif call.backup is not None or call.hedgeCall is not None:
+            copies = self._settle(call)
+            # One copy's cancel is the caller's; the other's is the balancer's.
+            self._hedgeCancels += max(len(copies) - 1, 0)
+            for copy in copies:
+                copy.cancel()
         elif call.attempt is not None:
             call.attempt.cancel()
 
@@ -482,11 +555,12 @@ class SockShareBalancer:
                 return member
         return members[-1]
 
-    def _choose(self, candidates: list[_Member]) -> _Member:
+    def _choose(self, candidates: list[_Member], now: float) -> _Member:
         """
-        The less busy (pending requests per unit of weight) of two members
-        picked at random (weighted) among the lowest priority's; the first
-        picked on a tie, so ties break at random.
+        The cheaper per unit of weight (L{_Member.cost}: latency average
+        times pending requests) of two members picked at random (weighted) among
+        the lowest priority's; the first picked on a tie, so ties break at
+        random.
         """
         priority = min(member.priority for member in candidates)
         group = [member for member in candidates if member.priority == priority]
@@ -494,11 +568,9 @@ class SockShareBalancer:
         if len(group) == 1:
             return first
         second = self._weighted([member for member in group if member is not first])
-        # Pending requests per unit of weight: a member of weight 3 takes
-        # three times the requests of one of weight 1.
-        if (second.client.pending + second.refusals) * first.weight < (
-            first.client.pending + first.refusals
-        ) * second.weight:
+        # Per unit of weight: a member of weight 3 takes three times the
+        # requests of one of weight 1.
+        if second.cost(now) * first.weight < first.cost(now) * second.weight:
             return second
         return first
 
@@ -527,13 +599,99 @@ class SockShareBalancer:
             detail = "; ".join(call.why) if call.why else f"next retry in {max(wait, 0):.1f} s"
             self._fail(call, ConnectFailed(f"all {len(self._members)} endpoints are down ({detail})"))
             return
-        member = self._choose(candidates)
+        member = self._choose(candidates, now)
         call.tried.add(member)
+        call.started = now
+        call.member = member
         if left is None:
             call.attempt = attempt = member.client.request(call.payload, idempotent=call.idempotent)
         else:
             call.attempt = attempt = member.client.request(call.payload, idempotent=call.idempotent, timeout=left)
-        attempt.addCallbacks(self._succeeded, self._failed, callbackArgs=(member, call), errbackArgs=(member, call))
+        attempt.addCallbacks(
+            self._succeeded, self._failed, callbackArgs=(member, call, now), errbackArgs=(member, call, now)
+        )
+        delays = self._delays
+        if delays is not None and call.idempotent and not call.hedged and call.attempt is attempt:
+            delay = delays.delay()
+            if delay is not None and (left is None or delay < left):
+                call.hedgeCall = self._clock.callLater(delay, self._sendBackup, call)
+
+    def _sendBackup(self, call: _Call) -> None:
+        """
+        C{call}'s first copy is slow: send a backup copy to another member,
+        if one is up and the retry budget allows it.
+        """
+        call.hedgeCall = None
+        if self._closed or call.attempt is None:
+            return
+        now = self._clock.seconds()
+        if call.deadline is not None:
+            left: float | None = call.deadline - now
+        elif self._requestTimeout is not None:
+            left = call.started + self._requestTimeout - now  # both copies time out together
+        else:
+            left = None
+        candidates = self._available(call.tried)
+        if (left is not None and left <= 0) or not candidates or not self._budget.withdraw():
+            return
+        member = self._choose(candidates, now)
+        call.tried.add(member)
+        call.hedged = True
+        self._hedges += 1
+        self._doubled += 1
+        backup = member.client.request(call.payload, idempotent=True, timeout=left)
+        call.backup = (backup, member)
+        backup.addCallbacks(
+            self._succeeded, self._failed, callbackArgs=(member, call, now), errbackArgs=(member, call, now)
+        )
+
+    def _settle(self, call: _Call) -> list[Deferred[bytes]]:
+        """
+        C{call} is decided: no backup will be sent, and the copies still
+        under way are detached from it.
+
+        @return: those copies, for the caller to cancel once C{call}'s
+            Deferred has fired.
+        """
+        if call.hedgeCall is not None:
+            call.hedgeCall.cancel()
+            call.hedgeCall = None
+        if call.attempt is not None and call.backup is not None:
+            self._doubled -= 1
+        copies = []
+        if call.attempt is not None:
+            copies.append(call.attempt)
+            call.attempt = None
+        if call.backup is not None:
+            copies.append(call.backup[0])
+            call.backup = None
+        return copies
+
+    def _cancelLosers(self, copies: list[Deferred[bytes]]) -> None:
+        self._hedgeCancels += len(copies)
+        for copy in copies:
+            copy.cancel()
+
+    def _copyLost(self, call: _Call, member: _Member) -> bool:
+        """
+        A copy of C{call} (hedging on), sent to C{member}, failed: detach it.
+
+        @return: whether the other copy is still under way.
+        """
+        if call.hedgeCall is not None:
+            call.hedgeCall.cancel()
+            call.hedgeCall = None
+        if call.backup is None:
+            call.attempt = None
+            return False
+        if call.backup[1] is member:
+            call.backup = None
+            if call.attempt is None:
+                return False
+        else:
+            call.attempt = None
+        self._doubled -= 1
+        return True
 
     def _waitForReady(self, call: _Call, seconds: float) -> None:
         """
@@ -548,18 +706,48 @@ class SockShareBalancer:
 
         self._wait(call, self._waiting, seconds, again)
 
-    def _succeeded(self, reply: bytes, member: _Member, call: _Call) -> None:
-        call.attempt = None
+    def _succeeded(self, reply: bytes, member: _Member, call: _Call, started: float) -> None:
+        now = self._clock.seconds()
+        member.observe(now - started, now)
         member.failures = member.streak = member.ejections = 0
         if member.refusals:
             member.refusals //= 2
+        delays = self._delays
+        if delays is None:
+            call.attempt = None
+            call.result.callback(reply)
+            return
+        if call.backup is not None and call.backup[1] is member:
+            call.backup = None
+            self._hedgeWins += 1
+            if call.attempt is not None and call.member is not None:
+                # The first copy is still under way: it is at least this slow.
+                self._doubled -= 1
+                elapsed = now - call.started
+                delays.record(elapsed, now)
+                call.member.observe(elapsed, now)
+        else:
+            call.attempt = None
+            delays.record(now - started, now)
+            if call.backup is not None:
+                self._doubled -= 1
+        losers = self._settle(call)
         call.result.callback(reply)
+        self._cancelLosers(losers)
 
-    def _failed(self, reason: Failure, member: _Member, call: _Call) -> None:
-        call.attempt = None
+    def _failed(self, reason: Failure, member: _Member, call: _Call, started: float) -> None:
+        if call.result.called:
+            return  # a copy cancelled after the other one answered
         if reason.check(CancelledError):
+            call.attempt = None
             call.result.errback(reason)
             return
+        if self._delays is None:
+            call.attempt = None
+            waiting = False
+        else:
+            # With the other copy under way, this one's failure is not the caller's yet.
+            waiting = self._copyLost(call, member)
         if reason.check(ConnectFailed):
             if member.downUntil <= self._clock.seconds():
                 # One failed connect fails every request waiting on it: count
@@ -568,12 +756,15 @@ class SockShareBalancer:
                 self._skip(member, member.failures, reason.getErrorMessage())
                 if self._discovery is not None:
                     self._discovery.connectFailed()
-            self._retry(call, reason)
+            if not waiting:
+                self._retry(call, reason)
             return
         if reason.check(RequestRefused):
             # Not processed: safe to send anywhere, even if not idempotent;
             # once, to another endpoint if one is up, within the budget.
             member.refusals += 1
+            if waiting:
+                return
             if not call.refused and self._budget.withdraw():
                 call.refused = True
                 if not self._available(call.tried):
@@ -584,6 +775,9 @@ class SockShareBalancer:
                 return
             call.result.errback(reason)
             return
+        if reason.check(RequestTimeout, RemoteError):
+            now = self._clock.seconds()
+            member.observe(now - started, now)
         if reason.check(*OUTLIER_ERRORS):
             member.streak += 1
             if member.streak >= OUTLIER_STREAK and not member.ejected:
@@ -591,6 +785,13 @@ class SockShareBalancer:
         elif reason.check(RemoteError):
             # It answered: whatever failed before, it is up.
             member.failures = member.streak = member.ejections = 0
+        if waiting:
+            if reason.check(RequestTimeout, RemoteError):
+                # The copies share one deadline; and an error is an answer.
+                losers = self._settle(call)
+                call.result.errback(reason)
+                self._cancelLosers(losers)
+            return
         if call.idempotent and reason.check(ConnectionDropped) and len(call.tried) == 1:
             if self._available(call.tried) and self._budget.withdraw():
                 self._retry(call, reason)
@@ -633,25 +834,33 @@ class SockShareBalancer:
         The sum of every endpoint's counters (L{SockShareClientFactory.stats};
         C{connected} counts connected endpoints, C{peakPending} is the
         largest endpoint's), those of endpoints that left included, with the
-        balancer's own retries taken out of C{requests} and C{failures} (a
-        retried attempt is not a failure of the caller); plus C{retries},
-        C{ejections} (outliers ejected), C{discoveryFailures} (failed or
+        balancer's own retries and backups taken out of C{requests} and
+        C{failures} (a retried attempt is not a failure of the caller); plus
+        C{retries}, C{ejections} (outliers ejected), C{hedges} (backups
+        sent), C{hedgeWins} (backups that answered first), C{discoveryFailures} (failed or
         empty lookups, for L{fromDNS}), C{endpoints} (members) and
         C{endpointsDown} (members skipped now).
         """
         every = [ClientStats.fromDict(m.client.stats()) for m in self._members + self._retired]
         waiting = self._waitingCount
         own = ClientStats(
-            pending=waiting, requests=self._own["requests"] + waiting, failures=self._own["failures"],
+            pending=waiting - self._doubled, requests=self._own["requests"] + waiting, failures=self._own["failures"],
             rejected=self._own["rejected"], cancelled=self._own["cancelled"], timeouts=self._own["timeouts"],
         )  # fmt: skip
         totals = ClientStats.total([self._departed, own, *every]).asDict()
-        totals["requests"] -= self._retries + self._refusedRetries
-        totals["failures"] -= self._retries + self._refusedRetries
+        # Retries and backups are the balancer's attempts, not its callers'
+        # requests; a request whose two copies are settled has one failed
+        # (or cancelled) copy that is not its caller's failure.
+        extra = self._retries + self._refusedRetries + self._hedges
+        totals["requests"] -= extra
+        totals["failures"] -= extra - self._doubled
+        totals["cancelled"] -= self._hedgeCancels
         totals["refusedRetried"] += self._refusedRetries
         now = self._clock.seconds()
         totals["retries"] += self._retries
         totals["ejections"] = self._ejections
+        totals["hedges"] = self._hedges
+        totals["hedgeWins"] = self._hedgeWins
         totals["discoveryFailures"] = self.discoveryFailures
         totals["endpoints"] = len(self._members)
         totals["endpointsDown"] = sum(member.downUntil > now for member in self._members)

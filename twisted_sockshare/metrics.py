@@ -34,7 +34,7 @@ GAUGES = frozenset(
     | {"connections", "pausedConnections", "inFlight", "peakInFlight"}
 )
 #: A balancer's figures that are its own, not the sum of its endpoints'.
-OWN = frozenset({"retries", "ejections", "discoveryFailures", "endpoints", "endpointsDown"})
+OWN = frozenset({"retries", "ejections", "hedges", "hedgeWins", "discoveryFailures", "endpoints", "endpointsDown"})
 
 
 def _snake(name: str) -> str:
