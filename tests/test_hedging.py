@@ -163,6 +163,21 @@ class HedgingTests(SynchronousTestCase):
         stats = balancer.stats()
         self.assertEqual((stats["hedges"], stats["hedgeWins"], stats["cancelled"]), (1, 1, 0))
 
+    def test_countsSettledForTheCaller(self) -> None:
+        """When the caller's callback runs, the losing copy is already cancelled and the counters add up."""
+        balancer = self.balancer()
+        self.warmUp(balancer)
+        slow = balancer.request(b"hold 1", idempotent=True)
+        self.reactor.advance(0.01)
+        seen: list[tuple[int, ...]] = []
+        slow.addCallback(
+            lambda _: seen.append(tuple(balancer.stats()[k] for k in ("failures", "cancelled", "pending")))
+        )
+        seen.append((len(self.handler.cancelled),))
+        self.handler.answer(b"hold 1")
+        self.assertEqual(seen, [(0,), (0, 0, 0)])
+        self.assertEqual(self.handler.cancelled, [b"hold 1"])
+
     def test_onlyIdempotentRequests(self) -> None:
         """A request that is not idempotent never gets a backup."""
         balancer = self.balancer()

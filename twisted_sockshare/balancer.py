@@ -45,9 +45,11 @@ _log = Logger(namespace="twisted_sockshare.pool")
 OUTLIER_ERRORS = (RequestTimeout, ConnectionDropped, ProtocolViolation)
 #: How many such failures in a row eject an endpoint.
 OUTLIER_STREAK = 5
-#: How slowly a member's latency average forgets a slow reply: its mean
-#: lifetime in seconds (it halves in about 7 s without a slower reply).
-LATENCY_DECAY = 10.0
+#: How a member's latency average forgets: it decays toward 0 with this
+#: mean lifetime in seconds (halved in about 7 s), so an idle member is tried
+#: again; and each faster reply moves it by this share of the difference, so
+#: a busy member's average follows its typical latency, not its last peak.
+LATENCY_DECAY, LATENCY_WEIGHT = 10.0, 1 / 16
 #: The cost of a member with requests pending and no reply yet: so one with
 #: no latency known is tried, but with one request at a time.
 _UNKNOWN_COST = float(2**47)
@@ -113,23 +115,29 @@ class _Member:
 
     def observe(self, seconds: float, now: float) -> None:
         """
-        Count a reply after C{seconds} in its latency average.
+        Count a reply after C{seconds} in its latency average: a slower one
+        raises it at once (the peak), a faster one lowers it by
+        L{LATENCY_WEIGHT} of the difference.
         """
-        weight = math.exp((self.stamp - now) / LATENCY_DECAY) if now > self.stamp else 1.0
-        latency = self.latency
-        self.latency = seconds if seconds > latency else latency * weight + seconds * (1.0 - weight)
-        self.stamp = now
+        latency = self._decayed(now)
+        self.latency = seconds if seconds > latency else latency + (seconds - latency) * LATENCY_WEIGHT
+
+    def _decayed(self, now: float) -> float:
+        if now > self.stamp:
+            self.latency *= math.exp((self.stamp - now) / LATENCY_DECAY)
+            self.stamp = now
+        return self.latency
 
     def cost(self, now: float) -> float:
         """
         What sending it one more request costs: its latency average times
         its requests (pending and lately refused) with this one.
         """
-        self.observe(0.0, now)
+        latency = self._decayed(now)
         load = self.client.pending + self.refusals
-        if self.latency == 0.0:
+        if latency == 0.0:
             return _UNKNOWN_COST * load
-        return self.latency * (load + 1)
+        return latency * (load + 1)
 
     def readmit(self) -> None:
         """
@@ -161,11 +169,13 @@ class _Call:
     @ivar hedgeCall: while a backup may still be sent, what sends it.
     @ivar backup: the backup's Deferred and member, while it is under way.
     @ivar hedged: whether a backup was sent (there is one at most).
+    @ivar settled: whether a copy's answer decided it (the other copy's
+        cancel then changes nothing).
     """
 
     __slots__ = (
         "payload", "idempotent", "result", "tried", "why", "attempt", "timer", "queue", "deadline", "timeout",
-        "waitForReady", "waitUntil", "refused", "started", "member", "hedgeCall", "backup", "hedged",
+        "waitForReady", "waitUntil", "refused", "started", "member", "hedgeCall", "backup", "hedged", "settled",
     )  # fmt: skip
 
     def __init__(
@@ -195,6 +205,7 @@ class _Call:
         self.hedgeCall: IDelayedCall | None = None
         self.backup: tuple[Deferred[bytes], _Member] | None = None
         self.hedged = False
+        self.settled = False
 
 
 @implementer(ISockShareClient)
@@ -667,11 +678,6 @@ class SockShareBalancer:
             call.backup = None
         return copies
 
-    def _cancelLosers(self, copies: list[Deferred[bytes]]) -> None:
-        self._hedgeCancels += len(copies)
-        for copy in copies:
-            copy.cancel()
-
     def _copyLost(self, call: _Call, member: _Member) -> bool:
         """
         A copy of C{call} (hedging on), sent to C{member}, failed: detach it.
@@ -731,13 +737,27 @@ class SockShareBalancer:
             delays.record(now - started, now)
             if call.backup is not None:
                 self._doubled -= 1
+        self._decided(call, reply)
+
+    def _decided(self, call: _Call, outcome: bytes | Failure) -> None:
+        """
+        A copy's answer decides C{call} (hedging on): the other copy is
+        cancelled first, so that every count is settled when the caller's
+        callbacks run.
+        """
         losers = self._settle(call)
-        call.result.callback(reply)
-        self._cancelLosers(losers)
+        call.settled = True
+        self._hedgeCancels += len(losers)
+        for loser in losers:
+            loser.cancel()
+        if isinstance(outcome, Failure):
+            call.result.errback(outcome)
+        else:
+            call.result.callback(outcome)
 
     def _failed(self, reason: Failure, member: _Member, call: _Call, started: float) -> None:
-        if call.result.called:
-            return  # a copy cancelled after the other one answered
+        if call.settled or call.result.called:
+            return  # a copy cancelled because the other one answered
         if reason.check(CancelledError):
             call.attempt = None
             call.result.errback(reason)
@@ -788,9 +808,7 @@ class SockShareBalancer:
         if waiting:
             if reason.check(RequestTimeout, RemoteError):
                 # The copies share one deadline; and an error is an answer.
-                losers = self._settle(call)
-                call.result.errback(reason)
-                self._cancelLosers(losers)
+                self._decided(call, reason)
             return
         if call.idempotent and reason.check(ConnectionDropped) and len(call.tried) == 1:
             if self._available(call.tried) and self._budget.withdraw():
