@@ -5,6 +5,8 @@ endpoints and a fake clock.
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
@@ -64,6 +66,7 @@ class OutlierTests(BalancerCase):
         """
         balancer = self.balancer(self.endpoints[:count], idleTimeout=None, pingTimeout=10_000)
         balancer._choose = lambda candidates, now: candidates[0]  # type: ignore[method-assign]
+        balancer._firstChoice = lambda now: None  # type: ignore[method-assign]
         d = balancer.request(b"first")
         attempt = self.endpoints[0].last
         attempt.succeed()
@@ -322,3 +325,34 @@ class ClosedBalancerTests(BalancerCase):
         self.assertIn("requestTimout", str(raised.exception))
         with self.assertRaises(ValueError):
             self.balancer(idleTimeout=-1)
+
+
+class ChoiceTests(SynchronousTestCase):
+    @given(
+        st.lists(st.tuples(st.integers(0, 2), st.integers(0, 5)), min_size=1, max_size=8),
+        st.lists(st.floats(0, 0.9999), min_size=2, max_size=2),
+        st.lists(st.floats(0, 0.01), min_size=8, max_size=8),
+    )
+    def test_firstChoiceIsTheChoice(
+        self, targets: list[tuple[int, int]], draws: list[float], latencies: list[float]
+    ) -> None:
+        """
+        While every member is up, a request's first choice (without a scan of
+        the membership) picks what the full choice picks from the same random
+        numbers, whatever the priorities, weights and latencies.
+        """
+        clock = Clock()
+        if not any(weight for _, weight in targets):
+            targets[0] = (targets[0][0], 1)
+        endpoints = [
+            Target(f"tcp:127.0.0.1:{9000 + i}", priority, weight) for i, (priority, weight) in enumerate(targets)
+        ]
+        numbers: list[float] = []
+        balancer = SockShareBalancer(endpoints, clock, random=lambda: numbers.pop(0))
+        for member, latency in zip(balancer._members, latencies, strict=False):
+            member.latency = latency
+        numbers[:] = list(draws)
+        fast = balancer._firstChoice(0.0)
+        numbers[:] = list(draws)
+        full = balancer._choose(balancer._available(set()), 0.0)
+        self.assertIs(fast, full)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -276,6 +277,12 @@ class SockShareBalancer:
         self.hedge = hedge
         self._options = clientOptions
         self._members: list[_Member] = []
+        # The lowest priority's members with their running weights, and when
+        # every member is up again: a request's first choice, while they
+        # are, costs no scan of the membership.
+        self._first: list[_Member] = []
+        self._running: list[int] = []
+        self._upFrom = 0.0
         self.backoff = backoff
         self.maxBackoff = maxBackoff
         self._random = random
@@ -428,6 +435,12 @@ class SockShareBalancer:
             if member not in members:
                 members.append(member)
         self._members = members
+        priority = min(member.priority for member in members)
+        self._first = [member for member in members if member.priority == priority]
+        self._running = []
+        for member in self._first:
+            self._running.append((self._running[-1] if self._running else 0) + member.weight)
+        self._upFrom = max(member.downUntil for member in members)
         for member in current.values():
             _log.info("Endpoint {endpoint} left the membership", endpoint=member.client.endpointDescription)
             member.readmit()
@@ -597,20 +610,13 @@ class SockShareBalancer:
                 call, RequestTimeout(f"no response within timeout={call.timeout} seconds ({'; '.join(call.why)})")
             )
             return
-        candidates = self._available(call.tried)
-        if not candidates:
-            wait = min(m.downUntil for m in self._members) - now
-            if call.waitForReady and now < call.waitUntil:
-                limit = self._options.get("maxPending", 10_000) * len(self._members)
-                if len(self._waiting) >= limit:
-                    self._fail(call, TooManyPending(f"{limit} requests already wait for an endpoint to be up"))
-                    return
-                self._waitForReady(call, min(max(wait, 0.01), call.waitUntil - now))
+        member = self._firstChoice(now) if not call.tried and now >= self._upFrom else None
+        if member is None:
+            candidates = self._available(call.tried)
+            if not candidates:
+                self._noneUp(call, now)
                 return
-            detail = "; ".join(call.why) if call.why else f"next retry in {max(wait, 0):.1f} s"
-            self._fail(call, ConnectFailed(f"all {len(self._members)} endpoints are down ({detail})"))
-            return
-        member = self._choose(candidates, now)
+            member = self._choose(candidates, now)
         call.tried.add(member)
         call.started = now
         call.member = member
@@ -626,6 +632,49 @@ class SockShareBalancer:
             delay = delays.delay()
             if delay is not None and (left is None or delay < left):
                 call.hedgeCall = self._clock.callLater(delay, self._sendBackup, call)
+
+    def _firstChoice(self, now: float) -> _Member | None:
+        """
+        L{_choose} among the lowest priority's members when every member is
+        up, in logarithmic time: the same picks for the same random numbers.
+
+        @return: the member, or L{None} if a pick's client is closed.
+        """
+        group, running = self._first, self._running
+        last = len(group) - 1
+        index = min(bisect_right(running, self._random() * running[-1]), last)
+        first = group[index]
+        if last == 0:
+            return None if first.client.closed else first
+        # The second among the others: their running weights are those of
+        # the group, less the first's weight after it.
+        weight = first.weight
+        point = self._random() * (running[-1] - weight)
+        other = bisect_right(running, point if point < running[index] - weight else point + weight)
+        if other >= last + (index != last) or other == index:
+            other = last if index != last else last - 1
+        second = group[other]
+        if first.client.closed or second.client.closed:
+            return None
+        if second.cost(now) * first.weight < first.cost(now) * second.weight:
+            return second
+        return first
+
+    def _noneUp(self, call: _Call, now: float) -> None:
+        """
+        No member can take C{call} now: wait for one (C{waitForReady}), or
+        fail it with L{ConnectFailed}.
+        """
+        wait = min(m.downUntil for m in self._members) - now
+        if call.waitForReady and now < call.waitUntil:
+            limit = self._options.get("maxPending", 10_000) * len(self._members)
+            if len(self._waiting) >= limit:
+                self._fail(call, TooManyPending(f"{limit} requests already wait for an endpoint to be up"))
+                return
+            self._waitForReady(call, min(max(wait, 0.01), call.waitUntil - now))
+            return
+        detail = "; ".join(call.why) if call.why else f"next retry in {max(wait, 0):.1f} s"
+        self._fail(call, ConnectFailed(f"all {len(self._members)} endpoints are down ({detail})"))
 
     def _sendBackup(self, call: _Call) -> None:
         """
@@ -825,6 +874,7 @@ class SockShareBalancer:
     def _skip(self, member: _Member, count: int, why: str) -> None:
         period = self._backoffPolicy(count - 1) * (0.5 + 0.5 * self._random())
         member.downUntil = self._clock.seconds() + period
+        self._upFrom = max(self._upFrom, member.downUntil)
         _log.warn(
             "Endpoint {endpoint} is skipped for {period:.1f} s: {why}",
             endpoint=member.client.endpointDescription,
