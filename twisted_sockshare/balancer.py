@@ -221,14 +221,16 @@ class SockShareBalancer:
     endpoint first.  An endpoint's cost is its pending requests (with this
     one) times its "peak EWMA" latency: the average of its reply latencies,
     raised at once by a slower reply and lowered slowly, so a slow endpoint
-    loses traffic within a few requests even when it has few pending.  An endpoint whose
-    connect fails is skipped for a backoff period (exponential, with jitter,
-    capped) and the request is tried on another one: it was never sent.  An
-    endpoint whose requests fail L{OUTLIER_STREAK} times in a row with
-    L{RequestTimeout}, L{ConnectionDropped} or L{ProtocolViolation} is
-    ejected for a backoff period too, but never more than half of the
-    endpoints at once for that.  Once every endpoint is down, requests fail
-    at once with L{ConnectFailed} instead of queueing.
+    loses traffic within a few requests even when it has few pending.
+
+    An endpoint whose connect fails is skipped for a backoff period
+    (exponential, with jitter, capped) and the request is tried on another
+    one: it was never sent.  An endpoint whose requests fail
+    L{OUTLIER_STREAK} times in a row with L{RequestTimeout},
+    L{ConnectionDropped} or L{ProtocolViolation} is ejected for a backoff
+    period too, but never more than half of the endpoints at once for that.
+    Once every endpoint is down, requests fail at once with L{ConnectFailed}
+    instead of queueing.
 
     A request lost with its connection is tried again on another endpoint
     only if the caller says it is idempotent (C{request(payload,
@@ -651,7 +653,7 @@ class SockShareBalancer:
         weight = first.weight
         point = self._random() * (running[-1] - weight)
         other = bisect_right(running, point if point < running[index] - weight else point + weight)
-        if other >= last + (index != last) or other == index:
+        if other > last or other == index:  # rounding at the top end: the last of the others
             other = last if index != last else last - 1
         second = group[other]
         if first.client.closed or second.client.closed:
