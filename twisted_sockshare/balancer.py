@@ -12,7 +12,6 @@ import math
 import random
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.internet import backoffPolicy
@@ -25,6 +24,7 @@ from zope.interface import implementer
 from ._reactor import maybeGlobalReactor
 from ._retrybudget import _RetryBudget
 from .client import SockShareClientFactory
+from .discovery import DNSDiscovery, systemResolver
 from .errors import (
     ClientClosed,
     ConnectFailed,
@@ -39,6 +39,7 @@ from .hedging import Hedge, _Delays
 from .interfaces import ISockShareClient
 from .options import ClientOptions, checkTimeout
 from .stats import ClientStats
+from .target import Target
 
 _log = Logger(namespace="twisted_sockshare.pool")
 
@@ -51,21 +52,12 @@ OUTLIER_STREAK = 5
 #: again; and each faster reply moves it by this share of the difference, so
 #: a busy member's average follows its typical latency, not its last peak.
 LATENCY_DECAY, LATENCY_WEIGHT = 10.0, 1 / 16
+#: The membership of a balancer made by L{SockShareBalancer.fromDNS}, until
+#: DNS answers.
+_FROM_DNS: list[Target] = []
 #: The cost of a member with requests pending and no reply yet: so one with
 #: no latency known is tried, but with one request at a time.
 _UNKNOWN_COST = float(2**47)
-
-
-@dataclass(frozen=True)
-class Target:
-    """
-    An endpoint with its SRV priority (lower first) and weight (a share of
-    the requests within its priority).
-    """
-
-    endpoint: IStreamClientEndpoint | str
-    priority: int = 0
-    weight: int = 1
 
 
 class _EndpointClient(SockShareClientFactory):
@@ -267,7 +259,7 @@ class SockShareBalancer:
         @raise TypeError: if an option is unknown or has the wrong type.
         @raise ValueError: if there is no endpoint, or an option is out of range.
         """
-        if not endpoints and not self._discovering:
+        if not endpoints and endpoints is not _FROM_DNS:
             raise ValueError("a balancer needs at least one endpoint")
         if not 0 < backoff <= maxBackoff:
             raise ValueError(f"need 0 < backoff <= maxBackoff, not {backoff!r} and {maxBackoff!r}")
@@ -305,8 +297,7 @@ class SockShareBalancer:
         # The balancer's own counters: requests it failed or refused
         # without any member client seeing them.
         self._own = {"requests": 0, "failures": 0, "rejected": 0, "cancelled": 0, "timeouts": 0}
-        self.discoveryFailures = 0
-        self._discovery: Any = None
+        self._discovery: DNSDiscovery | None = None
         # Requests made before the first DNS answer.
         self._early: list[_Call] = []
         # Requests made with waitForReady while every member is down.
@@ -317,8 +308,12 @@ class SockShareBalancer:
         if endpoints:
             self.setEndpoints(endpoints)
 
-    #: Whether the membership comes from DNS (set by L{fromDNS}).
-    _discovering = False
+    @property
+    def discoveryFailures(self) -> int:
+        """
+        How many DNS lookups failed or came back empty (L{fromDNS}).
+        """
+        return 0 if self._discovery is None else self._discovery.failures
 
     @classmethod
     def fromDNS(
@@ -350,17 +345,12 @@ class SockShareBalancer:
             (C{/etc/resolv.conf}) if L{None}.
         @param options: the balancer's and its clients' keyword options.
         """
-        from .discovery import DNSDiscovery, systemResolver
-
         clock = maybeGlobalReactor(reactor)
         if not refreshInterval > 0:
             raise ValueError(f"refreshInterval must be > 0, not {refreshInterval!r}")
-        balancer = cls.__new__(cls)
-        balancer._discovering = True
-        balancer.__init__([], clock, **options)  # type: ignore[misc]
-        discovery = DNSDiscovery(
-            balancer, name, resolver if resolver is not None else systemResolver(clock), clock, port, refreshInterval
-        )
+        balancer = cls(_FROM_DNS, clock, **options)
+        resolver = resolver if resolver is not None else systemResolver(clock)
+        discovery = DNSDiscovery(name, resolver, clock, port, refreshInterval, balancer._discovered)
         balancer._discovery = discovery
         discovery.start()
         return balancer

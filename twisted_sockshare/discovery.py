@@ -8,19 +8,17 @@ looked up again every C{refreshInterval}, and early after a connect failure.
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.names import dns
 from twisted.python.failure import Failure
 
-from .balancer import Target
-
-if TYPE_CHECKING:
-    from .balancer import SockShareBalancer
+from .target import Target
 
 _log = Logger(namespace="twisted_sockshare.pool")
 
@@ -47,23 +45,32 @@ def endpointString(address: str, port: int) -> str:
 
 class DNSDiscovery:
     """
-    Keeps a balancer's membership equal to what a DNS name resolves to.
+    Looks a DNS name up, again every C{refreshInterval}, and hands each
+    non-empty answer on: what keeps a balancer's membership equal to it.
 
     @ivar lastError: why the last lookup failed or was empty, if it did.
+    @ivar failures: how many lookups failed or came back empty.
     """
 
     def __init__(
         self,
-        balancer: SockShareBalancer,
         name: str,
         resolver: Any,
         clock: IReactorTime,
         port: int | None,
         refreshInterval: float,
+        found: Callable[[list[Target]], None],
     ) -> None:
+        """
+        @param found: called with the targets of each answer that has any
+            (a failed or empty lookup keeps the last ones).
+        """
         if not isServiceName(name) and port is None:
             raise ValueError(f"{name!r} is an A/AAAA name: give its port (port=...)")
-        self._balancer = balancer
+        self._found = found
+        # The endpoints of the last answer handed on.
+        self._current: set[IStreamClientEndpoint | str] = set()
+        self.failures = 0
         self.name = name
         self._resolver = resolver
         self._clock = clock
@@ -104,7 +111,7 @@ class DNSDiscovery:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._lastLookup = self._clock.seconds()
-        d = self._targets().addCallback(self._found).addErrback(self._failed)
+        d = self._targets().addCallback(self._answered).addErrback(self._failed)
         self._lookingUp = d
 
         def done(_: None) -> None:
@@ -167,17 +174,17 @@ class DNSDiscovery:
         v6 = self._resolver.lookupIPV6Address(host).addCallbacks(records, none)
         return gatherResults([v4, v6], consumeErrors=True).addCallback(lambda both: both[0] + both[1])
 
-    def _found(self, targets: list[Target]) -> None:
+    def _answered(self, targets: list[Target]) -> None:
         if self._stopped:  # the balancer closed while the lookup was out
             return
         if not targets:
             self._failed(Failure(LookupError(f"{self.name} has no address")))
             return
         unique = list(dict.fromkeys(targets))
-        before = set(self._balancer.endpoints)
+        before, after = self._current, {target.endpoint for target in unique}
+        self._current = after
         self.lastError = None
-        self._balancer._discovered(unique)
-        after = set(self._balancer.endpoints)
+        self._found(unique)
         if before != after:
             _log.info(
                 "{name}: {count} endpoints ({added} added, {removed} removed)",
@@ -194,7 +201,7 @@ class DNSDiscovery:
         if hasattr(value, "subFailure"):  # gatherResults' FirstError
             value = value.subFailure.value
         self.lastError = f"DNS lookup of {self.name} failed: {type(value).__name__}: {value}"
-        self._balancer.discoveryFailures += 1
+        self.failures += 1
         _log.warn("{error}; keeping the last membership", error=self.lastError)
 
 
