@@ -195,6 +195,29 @@ class ClosedLoopTests(SynchronousTestCase):
         self.assertEqual((tally.completed, tally.failed), (15, 0))
 
 
+class EchoResourceTests(SynchronousTestCase):
+    def test_clientGoneBeforeTheDelay(self) -> None:
+        """
+        The HTTP backend answers after its delay, and writes nothing to a
+        client that went away before then (nor fails).
+        """
+        from twisted.internet.error import ConnectionDone
+        from twisted.web.server import NOT_DONE_YET
+        from twisted.web.test.requesthelper import DummyRequest
+
+        clock = Clock()
+        resource = backend._EchoResource(clock, 0.5)
+        requests = [DummyRequest([b""]), DummyRequest([b""])]
+        for request in requests:
+            request.method = b"POST"
+            request.content = io.BytesIO(b"body")
+            self.assertEqual(resource.render_POST(request), NOT_DONE_YET)  # type: ignore[arg-type]
+        requests[1].processingFailed(Failure(ConnectionDone()))
+        clock.advance(0.5)
+        self.assertEqual((requests[0].written, requests[0].finished), ([b"body"], 1))
+        self.assertEqual((requests[1].written, clock.getDelayedCalls()), ([], []))
+
+
 class BackendTests(TestCase):
     """
     The contenders against the benchmark backend, on loopback.

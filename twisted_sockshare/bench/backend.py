@@ -77,11 +77,12 @@ class _EchoResource(Resource):
             return body
 
         def finish() -> None:
-            if not request._disconnected:
-                request.write(body)
-                request.finish()
+            request.write(body)
+            request.finish()
 
-        self._reactor.callLater(self._delay, finish)
+        call = self._reactor.callLater(self._delay, finish)
+        # A client gone before the delay is over gets nothing written.
+        request.notifyFinish().addErrback(lambda _: call.cancel() if call.active() else None)
         return NOT_DONE_YET
 
 
