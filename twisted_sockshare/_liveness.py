@@ -5,6 +5,7 @@ and their timers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -19,17 +20,32 @@ class _Liveness:
     """
     PINGs a connection when asked (L{probe}), and every C{pingInterval} of
     silence if that is set; any byte received answers a PING.  No byte within
-    C{pingTimeout} and the connection is told it is presumed dead.
+    C{pingTimeout} and C{presumedDead} is called.
 
     @ivar waiting: the timer of the PING waiting for a byte, if one is.
     """
 
-    __slots__ = ("_connection", "_clock", "_interval", "_timeout", "waiting", "_every", "_mark", "_token")
+    __slots__ = (
+        "_connection", "_send", "_dead", "_clock", "_interval", "_timeout", "waiting", "_every", "_mark", "_token",
+    )  # fmt: skip
 
     def __init__(
-        self, connection: SockShareClientProtocol, clock: IReactorTime, interval: float | None, timeout: float
+        self,
+        connection: SockShareClientProtocol,
+        clock: IReactorTime,
+        interval: float | None,
+        timeout: float,
+        send: Callable[[bytes], None],
+        presumedDead: Callable[[float], None],
     ) -> None:
+        """
+        @param connection: whose C{usable} and C{chunksReceived} it reads.
+        @param send: writes a PING frame on the connection.
+        @param presumedDead: called with C{timeout} when a PING got no byte.
+        """
         self._connection = connection
+        self._send = send
+        self._dead = presumedDead
         self._clock = clock
         self._interval = interval
         self._timeout = timeout
@@ -52,7 +68,7 @@ class _Liveness:
             # Waiting before the write: a transport that delivers at once
             # may bring the answer before the write returns.
             self.waiting = self._clock.callLater(self._timeout, self._timedOut)
-            self._connection._write(encodeFrame(self._token, PING, b""))
+            self._send(encodeFrame(self._token, PING, b""))
 
     def heard(self) -> None:
         """A byte came: the waiting PING is answered."""
@@ -78,12 +94,13 @@ class _Liveness:
         connection = self._connection
         if not connection.usable:
             return
-        if connection._chunks == self._mark:
+        chunks = connection.chunksReceived
+        if chunks == self._mark:
             self.probe()
-        self._mark = connection._chunks
+        self._mark = chunks
         assert self._interval is not None
         self._every = self._clock.callLater(self._interval, self._regularly)
 
     def _timedOut(self) -> None:
         self.waiting = None
-        self._connection._presumedDead(self._timeout)
+        self._dead(self._timeout)

@@ -242,7 +242,9 @@ class SockShareClientProtocol(Protocol):
         # when they are the common case (whole replies).
         self._frames = self._decoder if isinstance(self._decoder, FrameDecoder) and not codec.ordered else None
         self._maxLength = options.maxPayload + MIN_LENGTH
-        self._liveness = _Liveness(self, clock, options.pingInterval, options.pingTimeout)
+        self._liveness = _Liveness(
+            self, clock, options.pingInterval, options.pingTimeout, self._write, self._presumedDead
+        )
         self._timed = options.latencyHistogram
         # Requests by id, in the order written.  With an ordered codec a
         # forgotten request keeps its slot (None) until its reply comes.
@@ -287,6 +289,13 @@ class SockShareClientProtocol(Protocol):
         Whether any byte came from the server.
         """
         return self._chunks > 0
+
+    @property
+    def chunksReceived(self) -> int:
+        """
+        How many chunks of bytes came from the server.
+        """
+        return self._chunks
 
     @property
     def hello(self) -> Hello | None:
