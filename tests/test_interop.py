@@ -173,9 +173,9 @@ class InteropTests(TestCase):
             return payload
 
         class Recording(SockShareServerFactory):
-            def _connectionLost(self, protocol: object) -> None:
+            def protocolLost(self, protocol: object) -> None:
                 hellos.append(protocol.hello)  # type: ignore[attr-defined]
-                super()._connectionLost(protocol)  # type: ignore[arg-type]
+                super().protocolLost(protocol)  # type: ignore[arg-type]
 
         factory = Recording(handler, maxInFlight=50)
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]

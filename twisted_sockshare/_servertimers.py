@@ -20,6 +20,7 @@ from .wire import GOAWAY, Hello, encodeFrame
 
 if TYPE_CHECKING:
     from .server import SockShareServerFactory
+    from .stats import ServerCounters
 
 _log = Logger(namespace="twisted_sockshare.server")
 
@@ -33,6 +34,7 @@ class _ServerTimers:
     # What the protocol provides.
     transport: ITransport | None
     _factory: SockShareServerFactory
+    _counters: ServerCounters
     _clock: IReactorTime
     _inFlight: dict[int, Deferred[bytes]]
     _deadlines: dict[int, float]
@@ -67,7 +69,7 @@ class _ServerTimers:
             return
         self._goneAway = True
         factory = self._factory
-        factory._goaways += 1
+        self._counters.goawaysSent += 1
         if self._ageCall is not None and self._ageCall.active():
             self._ageCall.cancel()
         self._ageCall = None
@@ -75,13 +77,13 @@ class _ServerTimers:
         self.transport.write(encodeFrame(0, GOAWAY, message))  # type: ignore[union-attr]
         if factory.drainTimeout is not None:
             self._drainCall = self._clock.callLater(factory.drainTimeout, self._drainTimedOut)
-        if factory._drainReason is not None and self._hello is not None and self._hello.refusals:
+        if factory.drainReason is not None and self._hello is not None and self._hello.refusals:
             # Stopping: what crosses the GOAWAY is refused, to go elsewhere.
             self._handle = self._refuseDraining
 
     def _drainTimedOut(self) -> None:
         self._drainCall = None
-        self._factory._drainAborted += 1
+        self._counters.drainAborted += 1
         _log.warn(
             "Aborting the connection from {peer}: not closed by its client within drainTimeout={timeout} seconds "
             "of GOAWAY ({count} requests still in flight)",
@@ -114,7 +116,7 @@ class _ServerTimers:
                 return
             deferred = self._inFlight[requestId]
             self._settled(requestId)
-            self._factory._handlerTimeouts += 1
+            self._counters.handlerTimeouts += 1
             error = TimeoutError(f"the handler did not finish within handlerTimeout={timeout} seconds")
             self._sendError(requestId, error, None)
             deferred.cancel()
@@ -149,7 +151,7 @@ class _ServerTimers:
             deferred = self._inFlight.get(requestId)
             if deferred is None or not self._settled(requestId):
                 continue
-            self._factory._deadlineRunning += 1
+            self._counters.deadlineRunning += 1
             self._sendError(requestId, DeadlineExceeded("the caller's deadline passed while the handler ran"), None)
             deferred.cancel()
             self._makeRoom()
@@ -175,7 +177,7 @@ class _ServerTimers:
         if waited < timeout:
             self._frameCall = self._clock.callLater(timeout - waited, self._checkFrame)
             return
-        self._factory._frameTimeouts += 1
+        self._counters.frameTimeouts += 1
         _log.info(
             "Aborting the connection from {peer}: a frame left incomplete for {timeout} seconds (frameTimeout)",
             peer=self.transport.getPeer() if self.transport is not None else None,
@@ -200,7 +202,7 @@ class _ServerTimers:
             self._idleCall = self._clock.callLater(wait, self._checkIdle)
             return
         self._idleCall = None
-        factory._idleClosed += 1
+        self._counters.idleClosed += 1
         _log.info(
             "Closing the connection from {peer}: {what} for {timeout} seconds (idleTimeout)",
             peer=self.transport.getPeer() if self.transport is not None else None,

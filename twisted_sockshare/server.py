@@ -52,6 +52,7 @@ from ._servertimers import _ServerTimers
 from .context import RequestContext, _current
 from .errors import DeadlineExceeded
 from .options import _count, _seconds
+from .stats import ServerCounters
 from .wire import (
     BUDGET_SIZE,
     CANCEL,
@@ -117,6 +118,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
 
     def __init__(self, factory: SockShareServerFactory) -> None:
         self._factory = factory
+        self._counters = factory.counters
         self._handler = factory.handler
         self._clock = factory.clock
         self._decoder = FrameDecoder(factory.maxPayload, SERVER_RECEIVES, BUDGET_SIZE)
@@ -169,7 +171,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
 
     def connectionMade(self) -> None:
         factory = self._factory
-        factory._connectionMade(self)
+        factory.protocolConnected(self)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         if factory.maxConnectionAge is not None:
             self._ageCall = self._clock.callLater(factory.maxConnectionAge, self.goAway, "maxConnectionAge reached")
@@ -249,7 +251,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
             # it a result.  A CANCEL that crossed the answer finds nothing.
             deferred = self._inFlight.get(requestId)
             if deferred is not None:
-                self._factory._cancels += 1
+                self._counters.cancelsReceived += 1
                 deferred.cancel()
         elif kind == PING:
             if len(payload) > MAX_PING_PAYLOAD:
@@ -276,7 +278,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         self._hello = hello
         # Ours in answer, before any answer to its requests (it came before
         # them): a client that sent none never sees one.
-        self.transport.write(self._factory._helloFrame)  # type: ignore[union-attr]
+        self.transport.write(self._factory.helloFrame)  # type: ignore[union-attr]
         if hello.deadlines:
             self._stamps = True
             self._readAt = self._clock.seconds()
@@ -284,7 +286,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
             self._maxResponse = hello.maxPayload
         if hello.refusals:
             factory = self._factory
-            if factory._drainReason is not None and self._goneAway:
+            if factory.drainReason is not None and self._goneAway:
                 self._handle = self._refuseDraining  # type: ignore[method-assign]
             elif factory.whenFull == "refuse":
                 self._handle = self._admit  # type: ignore[method-assign]
@@ -302,13 +304,12 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         if paused == self._paused or self._lost:
             return
         self._paused = paused
-        factory = self._factory
         if paused:
-            factory._pausedConnections += 1
-            factory._pauses += 1
+            self._counters.pausedConnections += 1
+            self._counters.pauses += 1
             self.transport.pauseProducing()  # type: ignore[union-attr]
         else:
-            factory._pausedConnections -= 1
+            self._counters.pausedConnections -= 1
             if self._partialSince is not None:
                 # The client could not finish its frame while we did not read.
                 self._partialSince = self._clock.seconds()
@@ -337,9 +338,8 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         """
         deadline = self._readAt + budget / 1000
         if budget == 0 or deadline <= self._clock.seconds():
-            factory = self._factory
-            factory._requests += 1
-            factory._deadlineOnArrival += 1
+            self._counters.requests += 1
+            self._counters.deadlineOnArrival += 1
             error = DeadlineExceeded("the caller's deadline passed before the handler was called")
             self._sendError(requestId, error, None)
             return
@@ -369,12 +369,12 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         self._refuse(requestId, "the server is draining")
 
     def _refuse(self, requestId: int, why: str) -> None:
-        self._factory._refusedRequests += 1
+        self._counters.refused += 1
         self.transport.write(encodeFrame(requestId, REFUSED, why.encode("utf-8")))  # type: ignore[union-attr]
 
     def _handle(self, requestId: int, payload: bytes) -> None:
         factory = self._factory
-        factory._requests += 1
+        self._counters.requests += 1
         try:
             result = self._handler(payload)
         except Exception as error:
@@ -393,8 +393,8 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         inFlight = self._inFlight
         inFlight[requestId] = deferred
         count = len(inFlight)
-        if count > factory._peakInFlight:
-            factory._peakInFlight = count
+        if count > self._counters.peakInFlight:
+            self._counters.peakInFlight = count
         if count >= factory.maxInFlight and self._handle != self._admit:
             self._busy = True
         if factory.handlerTimeout is not None:
@@ -428,7 +428,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
                 self._budgetCall.cancel()
                 self._budgetCall = None
         if self._lost:
-            self._factory._unanswered += 1
+            self._counters.unanswered += 1
             return False
         return True
 
@@ -463,11 +463,11 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
                 text = f"the server's maxPayload={factory.maxPayload}"
             self._sendError(requestId, ValueError(f"response of {len(result)} bytes exceeds {text}"), None)
         else:
-            factory._responses += 1
+            self._counters.responses += 1
             self.transport.write(encodeFrame(requestId, RESPONSE, bytes(result)))  # type: ignore[union-attr]
 
     def _sendError(self, requestId: int, error: BaseException, reason: Failure | None) -> None:
-        self._factory._errors += 1
+        self._counters.errors += 1
         if reason is not None:
             if self._factory.logHandlerFailures:
                 _log.failure("Handler failed for request {requestId}", reason, requestId=requestId)
@@ -477,7 +477,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         self.transport.write(encodeFrame(requestId, ERROR, message))  # type: ignore[union-attr]
 
     def _violated(self, violation: str) -> None:
-        self._factory._violations += 1
+        self._counters.violations += 1
         _log.warn(
             "Protocol violation from {peer}: {violation}; dropping the connection",
             peer=self.transport.getPeer() if self.transport is not None else None,
@@ -497,12 +497,12 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         self._budgets.clear()
         if self._paused:
             self._paused = False
-            self._factory._pausedConnections -= 1
+            self._counters.pausedConnections -= 1
         self._backlog.clear()
         self._deadlines.clear()
         inFlight, self._inFlight = self._inFlight, {}
-        self._factory._unanswered += len(inFlight)
-        self._factory._connectionLost(self)
+        self._counters.unanswered += len(inFlight)
+        self._factory.protocolLost(self)
         for deferred in inFlight.values():
             # _ebHandled consumes the CancelledError: nobody is left to answer.
             deferred.cancel()
@@ -603,37 +603,22 @@ class SockShareServerFactory(Factory):
         self.maxConnectionAge = maxConnectionAge
         self.drainTimeout = drainTimeout
         self._protocols: set[SockShareServerProtocol] = set()
-        # While draining: the reason, and the Deferreds drain() returned.
-        self._drainReason: str | None = None
+        #: While draining: why (None: not draining).
+        self.drainReason: str | None = None
+        # While draining: the Deferreds drain() returned.
         self._drainWaiters: list[Deferred[int]] = []
         self._connections = 0
-        self._connectionsOpened = 0
-        self._refused = 0
-        self._requests = 0
-        self._responses = 0
-        self._errors = 0
-        self._violations = 0
-        self._idleClosed = 0
-        self._pausedConnections = 0
-        self._pauses = 0
-        self._handlerTimeouts = 0
-        self._frameTimeouts = 0
-        self._peakInFlight = 0
-        self._cancels = 0
-        self._unanswered = 0
-        self._goaways = 0
-        self._drainAborted = 0
-        self._deadlineOnArrival = 0
-        self._deadlineRunning = 0
-        self._refusedRequests = 0
+        #: What its connections count (L{stats} reads them).
+        self.counters = ServerCounters()
         hello = Hello(deadlines=True, refusals=True, maxInFlight=maxInFlight, maxPayload=maxPayload)
-        self._helloFrame = encodeFrame(0, PING, hello.encode())
+        #: The HELLO frame it answers a client's HELLO with.
+        self.helloFrame = encodeFrame(0, PING, hello.encode())
 
     def buildProtocol(self, addr: IAddress | None) -> SockShareServerProtocol | None:
-        if self._drainReason is not None:
+        if self.drainReason is not None:
             return None
         if self._connections >= self.maxConnections:
-            self._refused += 1
+            self.counters.refusedConnections += 1
             _log.warn(
                 "Refusing a connection from {peer}: maxConnections={limit} are open",
                 peer=addr,
@@ -643,19 +628,25 @@ class SockShareServerFactory(Factory):
         self._connections += 1
         return SockShareServerProtocol(self)
 
-    def _connectionMade(self, protocol: SockShareServerProtocol) -> None:
-        self._connectionsOpened += 1
+    def protocolConnected(self, protocol: SockShareServerProtocol) -> None:
+        """
+        One of its connections is made (told by the connection).
+        """
+        self.counters.connectionsOpened += 1
         self._protocols.add(protocol)
-        if self._drainReason is not None:
-            protocol.goAway(self._drainReason)
+        if self.drainReason is not None:
+            protocol.goAway(self.drainReason)
 
-    def _connectionLost(self, protocol: SockShareServerProtocol) -> None:
+    def protocolLost(self, protocol: SockShareServerProtocol) -> None:
+        """
+        One of its connections is lost (told by the connection).
+        """
         self._connections -= 1
         self._protocols.discard(protocol)
         if not self._protocols and self._drainWaiters:
             waiters, self._drainWaiters = self._drainWaiters, []
             for waiter in waiters:
-                waiter.callback(self._drainAborted)
+                waiter.callback(self.counters.drainAborted)
 
     def drain(self, reason: str = "the server is shutting down") -> Deferred[int]:
         """
@@ -670,15 +661,15 @@ class SockShareServerFactory(Factory):
             number of connections aborted by C{drainTimeout} (0: every
             client closed its connection after its answers).
         """
-        if self._drainReason is None:
-            self._drainReason = reason
+        if self.drainReason is None:
+            self.drainReason = reason
             for protocol in list(self._protocols):
                 protocol.goAway(reason)
         waiter: Deferred[int] = Deferred()
         if self._protocols:
             self._drainWaiters.append(waiter)
         else:
-            waiter.callback(self._drainAborted)
+            waiter.callback(self.counters.drainAborted)
         return waiter
 
     def stopFactory(self) -> None:
@@ -715,26 +706,26 @@ class SockShareServerFactory(Factory):
         """
         return {
             "connections": self._connections,
-            "connectionsOpened": self._connectionsOpened,
-            "requests": self._requests,
-            "responses": self._responses,
-            "errors": self._errors,
-            "violations": self._violations,
-            "idleClosed": self._idleClosed,
-            "refusedConnections": self._refused,
-            "pausedConnections": self._pausedConnections,
-            "pauses": self._pauses,
-            "handlerTimeouts": self._handlerTimeouts,
-            "frameTimeouts": self._frameTimeouts,
-            "peakInFlight": self._peakInFlight,
-            "cancelsReceived": self._cancels,
-            "goawaysSent": self._goaways,
-            "drainAborted": self._drainAborted,
+            "connectionsOpened": self.counters.connectionsOpened,
+            "requests": self.counters.requests,
+            "responses": self.counters.responses,
+            "errors": self.counters.errors,
+            "violations": self.counters.violations,
+            "idleClosed": self.counters.idleClosed,
+            "refusedConnections": self.counters.refusedConnections,
+            "pausedConnections": self.counters.pausedConnections,
+            "pauses": self.counters.pauses,
+            "handlerTimeouts": self.counters.handlerTimeouts,
+            "frameTimeouts": self.counters.frameTimeouts,
+            "peakInFlight": self.counters.peakInFlight,
+            "cancelsReceived": self.counters.cancelsReceived,
+            "goawaysSent": self.counters.goawaysSent,
+            "drainAborted": self.counters.drainAborted,
             "inFlight": sum(protocol.inFlight for protocol in self._protocols),
-            "unanswered": self._unanswered,
-            "deadlineExceeded": self._deadlineOnArrival + self._deadlineRunning,
-            "deadlineExceededOnArrival": self._deadlineOnArrival,
-            "refused": self._refusedRequests,
+            "unanswered": self.counters.unanswered,
+            "deadlineExceeded": self.counters.deadlineOnArrival + self.counters.deadlineRunning,
+            "deadlineExceededOnArrival": self.counters.deadlineOnArrival,
+            "refused": self.counters.refused,
         }
 
 

@@ -221,4 +221,44 @@ class _ClientCounters:
         )
 
 
-__all__ = ["ClientStats", "STAT_KEYS", "LATENCY_BUCKETS", "LatencyHistogram"]
+class ServerCounters:
+    """
+    The event counters of a L{twisted_sockshare.SockShareServerFactory}: the
+    factory makes one and hands it to each of its connections, which count
+    what happens to them here.  C{SockShareServerFactory.stats()} says what
+    each one counts (C{deadlineOnArrival} and C{deadlineRunning} add up to
+    its C{deadlineExceeded}).
+    """
+
+    __slots__ = (
+        "connectionsOpened", "refusedConnections", "requests", "responses", "errors", "violations", "idleClosed",
+        "pausedConnections", "pauses", "handlerTimeouts", "frameTimeouts", "peakInFlight", "cancelsReceived",
+        "unanswered", "goawaysSent", "drainAborted", "deadlineOnArrival", "deadlineRunning", "refused",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    connectionsOpened: int
+    refusedConnections: int
+    requests: int
+    responses: int
+    errors: int
+    violations: int
+    idleClosed: int
+    pausedConnections: int
+    pauses: int
+    handlerTimeouts: int
+    frameTimeouts: int
+    peakInFlight: int
+    cancelsReceived: int
+    unanswered: int
+    goawaysSent: int
+    drainAborted: int
+    deadlineOnArrival: int
+    deadlineRunning: int
+    refused: int
+
+
+__all__ = ["ClientStats", "STAT_KEYS", "LATENCY_BUCKETS", "LatencyHistogram", "ServerCounters"]
