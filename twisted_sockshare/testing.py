@@ -17,7 +17,7 @@ sockets and no real time.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -268,14 +268,18 @@ def _loopback(serverFactory: IProtocolFactory, clientFactory: IProtocolFactory) 
 
 @implementer(IStreamClientEndpoint)
 class _MemoryEndpoint:
-    def __init__(self, backend: MemoryBackend) -> None:
-        self._backend = backend
+    """
+    Connects through C{connectTo}: a L{MemoryBackend}'s in-memory connect.
+    """
+
+    def __init__(self, connectTo: Callable[[IProtocolFactory], IProtocol]) -> None:
+        self._connectTo = connectTo
 
     def __repr__(self) -> str:
         return "memory:sockshare"
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
-        return succeed(self._backend._connect(factory))
+        return succeed(self._connectTo(factory))
 
 
 class MemoryBackend:
@@ -301,7 +305,7 @@ class MemoryBackend:
         An endpoint whose every C{connect} makes a new in-memory connection
         to the server (it succeeds at once).
         """
-        return _MemoryEndpoint(self)
+        return _MemoryEndpoint(self._connect)
 
     def client(self, **options: Any) -> SockShareClientFactory:
         """
