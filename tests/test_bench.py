@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -15,6 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -32,7 +34,8 @@ from twisted_sockshare.bench.report import (
     summary,
     writeJSON,
 )
-from twisted_sockshare.bench.runner import Plan, Row, run
+from twisted_sockshare.bench.runner import Backend, Plan, Row, run
+from twisted_sockshare.wire import CANCEL, CLIENT_RECEIVES, PING, PONG, REQUEST, RESPONSE, FrameDecoder, encodeFrame
 
 from .helpers import tempPath
 
@@ -248,7 +251,7 @@ class BackendTests(TestCase):
     async def test_delay(self) -> None:
         """The backend waits --delay on every protocol."""
         ports = await self.listen(delay=0.2)
-        for kind in ("minimal", "amp", "http"):
+        for kind in ("minimal", "amp", "http", "server", "minimal-server"):
             contender = KINDS[kind].build(
                 TCP4ClientEndpoint(reactor, "127.0.0.1", ports[KINDS[kind].service]), reactor, Settings(1, 0, 10)
             )
@@ -274,6 +277,46 @@ def _plan(**overrides: Any) -> Plan:
     options: dict[str, Any] = dict(requests=300, duration=None, warmup=50, concurrencies=[10], pin=False)
     options.update(overrides)
     return Plan(**options)
+
+
+class MinimalServerTests(SynchronousTestCase):
+    """
+    The server's floor answers like the library's server, for what the
+    benchmark sends it.
+    """
+
+    def connect(self) -> tuple[Any, StringTransport]:
+        protocol = backend.MinimalServerProtocol(Clock(), 0.0, maxPayload=100)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_answersEveryWholeFrame(self) -> None:
+        """
+        Requests and PINGs, whole or split anywhere, are answered in one
+        write per chunk; other kinds are ignored.
+        """
+        protocol, transport = self.connect()
+        stream = b"".join(
+            [encodeFrame(1, REQUEST, b"a"), encodeFrame(2, PING, b"p"), encodeFrame(3, CANCEL, b""),
+             encodeFrame(4, REQUEST, b"b" * 50)]
+        )  # fmt: skip
+        for cut in range(len(stream)):
+            protocol, transport = self.connect()
+            protocol.dataReceived(stream[:cut])
+            protocol.dataReceived(stream[cut:])
+            self.assertEqual(
+                FrameDecoder(100, CLIENT_RECEIVES).feed(transport.value()),
+                [(1, RESPONSE, b"a"), (2, PONG, b"p"), (4, RESPONSE, b"b" * 50)],
+            )
+
+    def test_badLength(self) -> None:
+        """A length below the minimum or above maxPayload aborts the connection."""
+        for length in (4, 106):
+            protocol, transport = self.connect()
+            protocol.dataReceived(struct.pack(">IIB", length, 1, REQUEST))
+            self.assertTrue(transport.disconnecting, length)
+            self.assertEqual(transport.value(), b"")
 
 
 class RunnerTests(TestCase):
@@ -313,14 +356,43 @@ class RunnerTests(TestCase):
         self.assertNotIn("req/s", render(results))
 
     async def test_separateProcess(self) -> None:
-        """By default the backend runs in its own process, stopped at the end; no socket is left open."""
-        results = await run(reactor, _plan(strategies=["shared", "amp", "minimal", "http"], pin=True))
+        """
+        By default the backend runs in its own process, stopped at the end;
+        no socket is left open; its CPU time per request is measured.
+        """
+        plan = _plan(strategies=["shared", "amp", "minimal", "http", "server", "minimal-server"], pin=True)
+        results = await run(reactor, plan)
         self.assertEqual(results.process["socketsEnd"], results.process["socketsStart"])
+        servers = {row.strategy: row for row in results.rows if row.strategy in ("server", "minimal-server")}
+        self.assertEqual(sorted((row.strategy, row.requests, row.errors) for row in servers.values()),
+                         [("minimal-server", 300, 0), ("server", 300, 0)])  # fmt: skip
+        self.assertIn("the server does", "\n".join(ratios(results.rows)))
         results.rows = [row for row in results.rows if row.strategy in ("shared", "amp")]
         self.assertEqual(
             [(r.strategy, r.requests, r.errors) for r in results.rows], [("shared", 300, 0), ("amp", 300, 0)]
         )
         self.assertIn("cpus", results.machine)
+
+    async def test_backendCpu(self) -> None:
+        """
+        The CPU time of the backend's process is read while it runs (its
+        start-up alone takes more than a clock tick); an in-process backend
+        has none of its own.
+        """
+        spawned = Backend(reactor, _plan())
+        await spawned.start(None, None)
+        try:
+            used = spawned.cpuSeconds()
+            self.assertIsNotNone(used)
+            self.assertGreater(used, 0)
+        finally:
+            await spawned.stop()
+        inProcess = Backend(reactor, _plan(separateProcess=False))
+        await inProcess.start(None, None)
+        try:
+            self.assertIsNone(inProcess.cpuSeconds())
+        finally:
+            await inProcess.stop()
 
     async def test_externalBackend(self) -> None:
         """With a backend endpoint, only the contenders of its wire format run; the others are listed as skipped."""
@@ -355,6 +427,28 @@ class ReportTests(SynchronousTestCase):
         self.assertIn("+10% vs minimal", lines[1])
         self.assertEqual(ratios([_row("minimal", 5)]), [])
 
+    def test_serverRatio(self) -> None:
+        """
+        The server's ratio is the median of the ratios of runs made one
+        after the other, with p99 and the server's CPU per request.
+        """
+        server = replace(_row("server", 1000, 3), rates=[900, 1000, 1300], serverCpuUsPerRequest=3.0)
+        floor = replace(_row("minimal-server", 1000, 2), rates=[1000, 800, 1000], serverCpuUsPerRequest=2.5)
+        lines = ratios([server, floor])
+        self.assertEqual(
+            lines,
+            [
+                "c=100: the server does 1.25x the requests/s of minimal-server (median of 3 pairs, 0.90-1.30), "
+                "p99 3.00 ms vs 2.00 ms, server CPU 3.0 vs 2.5 us/request"
+            ],
+        )
+        self.assertEqual(ratios([server]), [])
+        # A single run: the ratio of the rates, no CPU if it was not measured.
+        self.assertEqual(
+            ratios([_row("server", 900), _row("minimal-server", 1000)]),
+            ["c=100: the server does 0.90x the requests/s of minimal-server, p99 1.00 ms vs 1.00 ms"],
+        )
+
     def test_legend(self) -> None:
         """The demo says what each strategy of its table is, once each, in the table's order."""
         rows = [_row("shared-eager", 900), _row("persistent", 1000), _row("shared-eager", 950, concurrency=1)]
@@ -388,8 +482,9 @@ class ReportTests(SynchronousTestCase):
         """Repeats report the median run, and how far the runs spread around it."""
         from twisted_sockshare.bench.runner import _median
 
-        row = _median([_row("shared", 900), _row("shared", 1000), _row("shared", 1200)])
+        row = _median([_row("shared", 900), _row("shared", 1200), _row("shared", 1000)])
         self.assertEqual((row.requestsPerSecond, row.spread), (1000, 0.3))
+        self.assertEqual(row.rates, [900, 1200, 1000])
         self.assertEqual(_median([_row("shared", 1000)]).spread, 0.0)
 
     def test_errorsByKind(self) -> None:

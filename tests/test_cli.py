@@ -19,7 +19,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_sockshare.bench.cli import BenchOptions, Options
-from twisted_sockshare.bench.contenders import KINDS
+from twisted_sockshare.bench.contenders import DEFAULT_KINDS, KINDS
 
 from .helpers import tempPath
 
@@ -75,9 +75,14 @@ class OptionTests(SynchronousTestCase):
         self.assertIn("not of amp", str(refused.exception))
 
     def test_defaults(self) -> None:
-        """With no options: every strategy, 100 callers, 2 s each, backend in its own process, pinned."""
+        """
+        With no options: every way of sending requests (not the server
+        comparison), 100 callers, 2 s each, backend in its own process, pinned.
+        """
         plan = self.parse().plan()
-        self.assertEqual(plan.strategies, list(KINDS))
+        self.assertEqual(plan.strategies, DEFAULT_KINDS)
+        self.assertEqual(self.parse("-s", "all").plan().strategies, list(KINDS))
+        self.assertEqual(set(KINDS) - set(DEFAULT_KINDS), {"server", "minimal-server"})
         self.assertEqual((plan.concurrencies, plan.duration, plan.requests), ([100], 2.0, None))
         self.assertTrue(plan.separateProcess and plan.pin)
 
@@ -184,9 +189,13 @@ class CommandTests(SynchronousTestCase):
         self.assertIn("above --max-errors=0.01", result.stderr)
 
     def test_everyStrategy(self) -> None:
-        """A tiny run of every strategy completes with no errors and writes the documented JSON."""
+        """
+        A tiny run of every strategy completes with no errors, compares the
+        servers, and writes the documented JSON.
+        """
         path = tempPath(self)
-        result = sockshare("bench", "--requests", "200", "--warmup", "20", "--concurrency", "10", "--json", path)
+        result = sockshare("bench", "-s", "all", "--requests", "200", "--warmup", "20", "--concurrency", "10",
+                           "--json", path)  # fmt: skip
         self.assertEqual(result.returncode, 0, result.stderr)
         for name in KINDS:
             self.assertIn(name, result.stdout)
@@ -198,20 +207,22 @@ class CommandTests(SynchronousTestCase):
             self.assertEqual(
                 set(row),
                 {"strategy", "library", "concurrency", "payloadSize", "requests", "errors", "errorKinds", "seconds",
-                 "requestsPerSecond", "p50Ms", "p99Ms", "connectionsOpened", "cpuUsPerRequest", "spread"},
+                 "requestsPerSecond", "p50Ms", "p99Ms", "connectionsOpened", "cpuUsPerRequest", "spread",
+                 "serverCpuUsPerRequest", "rates"},
             )  # fmt: skip
             self.assertEqual((row["requests"], row["errors"], row["concurrency"]), (200, 0, 10), row["strategy"])
             self.assertGreater(row["requestsPerSecond"], 0)
         opened = {row["strategy"]: row["connectionsOpened"] for row in data["rows"]}
         self.assertEqual(opened["per-request"], 220)
         self.assertEqual(opened["shared-linger"], 1)
+        self.assertIn("c=10: the server does", result.stdout)
 
     def test_demo(self) -> None:
         """The demo compares every strategy, says what each is, and what it shows."""
         result = sockshare("demo", "--duration", "0.3", "--repeat", "1")
         self.assertEqual(result.returncode, 0, result.stderr)
         legend = result.stdout.split("The strategies:\n", 1)[1].split("\n\n", 1)[0]
-        self.assertEqual(sorted(line.split()[0] for line in legend.splitlines()), sorted(KINDS))
+        self.assertEqual(sorted(line.split()[0] for line in legend.splitlines()), sorted(DEFAULT_KINDS))
         self.assertIn("Sharing one connection (shared) served", result.stdout)
         self.assertIn("c=100: shared does", result.stdout)
 

@@ -1,12 +1,16 @@
 # -*- test-case-name: tests.test_bench -*-
 """
-The benchmark backend: the same echo service behind three protocols, so
+The benchmark backend: the same echo service behind several servers, so
 every contender is measured against the same work.
 
     - the sockshare wire format (L{SockShareServerFactory} with the demo
       handler, so C{!sleep} and C{!stats} work);
     - Twisted AMP, one C{Echo} command;
-    - HTTP/1.1 (twisted.web), C{POST /} echoes its body.
+    - HTTP/1.1 (twisted.web), C{POST /} echoes its body;
+    - for the server's own comparison, the sockshare wire format twice
+      more: C{echo}, L{SockShareServerFactory} with its defaults and an
+      identity handler, and C{minimal-server}, L{MinimalServerProtocol}, the
+      simplest correct server a user could write instead of the library's.
 
 Run as C{python -m twisted_sockshare.bench.backend [--delay S] [--cpu N] [--ports JSON]}:
 it listens on loopback ports (ephemeral unless --ports gives them), prints them as one JSON line on
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import sys
 from typing import Any
 
@@ -33,6 +38,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ..demo.backend import DemoBackend
 from ..server import SockShareServerFactory
+from ..wire import MAX_PING_PAYLOAD, MIN_LENGTH, PING, PONG, REQUEST, RESPONSE
 
 
 class Echo(amp.Command):
@@ -86,19 +92,80 @@ class _EchoResource(Resource):
         return NOT_DONE_YET
 
 
+_HEADER = struct.Struct(">IIB")
+
+
+class MinimalServerProtocol(Protocol):
+    """
+    The floor the library's server is measured against: the simplest
+    I{correct} server of the wire format a user could write instead.
+
+    It decodes every whole frame of a chunk, answers each REQUEST with its
+    payload (after C{delay} seconds, if any) and each PING with a PONG,
+    ignores the other kinds, keeps the bytes of an incomplete frame for the
+    next chunk, and writes the replies a chunk produced with one
+    C{transport.write}; a length outside the wire format's limits drops the
+    connection.  No bound on what a client makes it hold, no timeouts, no
+    counting, no wire version 3.
+    """
+
+    def __init__(self, reactor: IReactorTime, delay: float, maxPayload: int = 1_048_576) -> None:
+        self._reactor = reactor
+        self._delay = delay
+        self._maxLength = maxPayload + MIN_LENGTH
+        self._buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        data = self._buffer + data if self._buffer else data
+        offset, end = 0, len(data)
+        replies = []
+        while end - offset >= 9:
+            length, requestId, kind = _HEADER.unpack_from(data, offset)
+            if not MIN_LENGTH <= length <= self._maxLength:
+                self.transport.abortConnection()  # type: ignore[union-attr]
+                return
+            stop = offset + 4 + length
+            if stop > end:
+                break
+            if kind == REQUEST:
+                reply = _HEADER.pack(length, requestId, RESPONSE) + data[offset + 9 : stop]
+                if self._delay:
+                    self._reactor.callLater(self._delay, self._later, reply)
+                else:
+                    replies.append(reply)
+            elif kind == PING and length - MIN_LENGTH <= MAX_PING_PAYLOAD:
+                replies.append(_HEADER.pack(length, requestId, PONG) + data[offset + 9 : stop])
+            offset = stop
+        self._buffer = data[offset:]
+        if replies:
+            self.transport.write(b"".join(replies))  # type: ignore[union-attr]
+
+    def _later(self, reply: bytes) -> None:
+        if self.connected:
+            self.transport.write(reply)  # type: ignore[union-attr]
+
+
+def _identity(payload: bytes) -> bytes:
+    return payload
+
+
 def factories(reactor: IReactorTime, delay: float) -> dict[str, Any]:
     """
-    The backend's three services, by protocol name: C{sockshare}, C{amp} and
-    C{http}.
+    The backend's services, by name: C{sockshare}, C{amp}, C{http}, and the
+    servers compared side by side, C{echo} (the library's) and
+    C{minimal-server}.
     """
     sockshare = SockShareServerFactory(DemoBackend(reactor, delay))
     sockshare.handler.stats = sockshare.stats  # type: ignore[attr-defined]
     site = Site(_EchoResource(reactor, delay))
     site.noisy = False
+    echo = SockShareServerFactory(DemoBackend(reactor, delay) if delay else _identity)
     return {
         "sockshare": sockshare,
         "amp": Factory.forProtocol(lambda: amp.AMP(locator=_EchoLocator(reactor, delay))),
         "http": site,
+        "echo": echo,
+        "minimal-server": Factory.forProtocol(lambda: MinimalServerProtocol(reactor, delay)),
     }
 
 

@@ -22,7 +22,7 @@ import twisted
 
 from .. import __version__
 from ..demo.convert import number
-from .contenders import KINDS, SHARED_CLIENTS
+from .contenders import DEFAULT_KINDS, KINDS, SHARED_CLIENTS
 from .report import ProgressLine, legend, plot, render, summary, writeJSON
 from .runner import Plan, Row, run
 
@@ -232,7 +232,7 @@ class BenchOptions(_Command):
         if duration is None and self["requests"] is None:
             duration = 2.0
         return Plan(
-            strategies=list(dict.fromkeys(self["strategies"])) or list(KINDS),
+            strategies=list(dict.fromkeys(self["strategies"])) or list(DEFAULT_KINDS),
             concurrencies=list(dict.fromkeys(self["concurrencies"])) or [100],
             requests=self["requests"],
             duration=duration,

@@ -299,6 +299,9 @@ class Kind:
     @ivar build: makes the contender from an endpoint, a reactor and the
         L{Settings}.
     @ivar maxPayload: the largest payload it can carry.
+    @ivar measures: C{"client"} if it compares ways of sending requests to
+        the same server, C{"server"} if it drives a server with the minimal
+        client, to compare servers (not measured unless asked for).
     """
 
     name: str
@@ -307,6 +310,7 @@ class Kind:
     summary: str
     build: Callable[[IStreamClientEndpoint, Any, Settings], Contender]
     maxPayload: int = 1_048_576
+    measures: str = "client"
 
 
 @dataclass(frozen=True)
@@ -395,5 +399,25 @@ KINDS: dict[str, Kind] = {
             "HTTP/1.1 keep-alive, twisted.web Agent + HTTPConnectionPool",
             lambda e, r, s: HttpClient(e, r, s.concurrency),
         ),
+        Kind(
+            "server",
+            "echo",
+            True,
+            "the library's server (defaults, an identity handler), driven by minimal",
+            lambda e, r, s: MinimalClient(e),
+            measures="server",
+        ),
+        Kind(
+            "minimal-server",
+            "minimal-server",
+            False,
+            "the simplest correct hand-written server (the server's floor), driven by minimal",
+            lambda e, r, s: MinimalClient(e),
+            measures="server",
+        ),
     ]
 }
+
+#: What C{sockshare bench} measures unless told: the ways of sending
+#: requests, not the servers.
+DEFAULT_KINDS = [name for name, kind in KINDS.items() if kind.measures == "client"]

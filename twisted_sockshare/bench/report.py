@@ -42,6 +42,7 @@ def table(rows: list[Row]) -> str:
         "errors",
         "connections*",
         "CPU us/req",
+        "server us/req",
     ]
     lines = []
     for row in rows:
@@ -57,10 +58,12 @@ def table(rows: list[Row]) -> str:
                 _errors(row.errors, row.errorKinds),
                 str(row.connectionsOpened),
                 f"{row.cpuUsPerRequest:.1f}",
+                f"{row.serverCpuUsPerRequest:.1f}" if row.serverCpuUsPerRequest else "-",
             ]
         )
     return _table(header, lines) + (
-        "\n* connections opened, warm-up included; CPU us/req: the load generator's CPU time per request"
+        "\n* connections opened, warm-up included; CPU us/req: the load generator's CPU time per request; "
+        "server us/req: the backend process's"
     )
 
 
@@ -117,6 +120,9 @@ def ratios(rows: list[Row]) -> list[str]:
     found: dict[tuple[int, str], Row] = {(row.concurrency, row.strategy): row for row in rows}
     lines = []
     for concurrency in sorted({row.concurrency for row in rows}):
+        server = serverRatio(found.get((concurrency, "server")), found.get((concurrency, "minimal-server")))
+        if server:
+            lines.append(f"c={concurrency}: {server}")
         shared = found.get((concurrency, "shared"))
         if shared is None or shared.requestsPerSecond == 0:
             continue
@@ -142,6 +148,33 @@ def ratios(rows: list[Row]) -> list[str]:
                 f"c={concurrency}: shared's CPU per request ({shared.cpuUsPerRequest:.1f} us): " + ", ".join(costs)
             )
     return lines
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def serverRatio(server: Row | None, floor: Row | None) -> str:
+    """
+    How the library's server compares with the simplest hand-written one,
+    both driven by the same client: the median of the ratios of runs made
+    one after the other (so a disturbance of the machine touches both sides
+    of a pair), p99 and the server process's CPU per request.  Empty if
+    either was not measured.
+    """
+    if server is None or floor is None or not floor.requestsPerSecond:
+        return ""
+    pairs = [mine / theirs for mine, theirs in zip(server.rates, floor.rates, strict=False) if theirs]
+    ratio = _median(pairs) if pairs else server.requestsPerSecond / floor.requestsPerSecond
+    text = f"the server does {ratio:.2f}x the requests/s of minimal-server"
+    if len(pairs) > 1:
+        text += f" (median of {len(pairs)} pairs, {min(pairs):.2f}-{max(pairs):.2f})"
+    text += f", p99 {server.p99Ms:.2f} ms vs {floor.p99Ms:.2f} ms"
+    if server.serverCpuUsPerRequest and floor.serverCpuUsPerRequest:
+        text += f", server CPU {server.serverCpuUsPerRequest:.1f} vs {floor.serverCpuUsPerRequest:.1f} us/request"
+    return text
 
 
 #: Above this spread of repeated runs ((fastest - slowest) / median), two

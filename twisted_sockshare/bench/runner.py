@@ -31,7 +31,7 @@ import twisted
 from .. import __version__
 from ..client import SockShareClientFactory
 from . import backend as _backend
-from .contenders import KINDS, Contender, CountingEndpoint, Kind, Settings
+from .contenders import DEFAULT_KINDS, KINDS, Contender, CountingEndpoint, Kind, Settings
 from .load import ClosedLoop, Tally, bursts, openSockets, outstandingMemory, payloads, peakResidentBytes, residentBytes
 
 
@@ -41,7 +41,7 @@ class Plan:
     What to measure; see C{sockshare bench --help} for each field.
     """
 
-    strategies: list[str] = field(default_factory=lambda: list(KINDS))
+    strategies: list[str] = field(default_factory=lambda: list(DEFAULT_KINDS))
     concurrencies: list[int] = field(default_factory=lambda: [100])
     requests: int | None = None
     duration: float | None = 2.0
@@ -87,6 +87,12 @@ class Row:
     cpuUsPerRequest: float
     #: With repeats: (fastest - slowest) / median requests/s of the runs.
     spread: float = 0.0
+    #: The backend process's CPU time per request (0: not measured, as
+    #: with --backend or --in-process).
+    serverCpuUsPerRequest: float = 0.0
+    #: The requests/s of each run, in the order of the repeats: the runs of
+    #: two contenders with the same index were measured one after the other.
+    rates: list[float] = field(default_factory=list)
 
     @classmethod
     def fromTally(cls, kind: Kind, concurrency: int, payloadSize: int, tally: Tally, opened: int) -> Row:
@@ -204,6 +210,24 @@ class Backend:
         assert IReactorProcess.providedBy(self._reactor)
         self._reactor.spawnProcess(self._process, sys.executable, argv, env=env)
         self._ports = await self._process.ready
+
+    def cpuSeconds(self) -> float | None:
+        """
+        The CPU time the backend's process has used so far, or L{None} if
+        it is not a process of ours or the system does not say.
+        """
+        transport = self._process.transport if self._process is not None else None
+        pid = getattr(transport, "pid", None)
+        if pid is None:
+            return None
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                # The fields after the command's name, which may hold spaces:
+                # utime and stime are the 14th and 15th of the whole line.
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     async def restart(self) -> None:
         """
@@ -373,7 +397,7 @@ def _median(rows: list[Row]) -> Row:
     median = ordered[(len(rows) - 1) // 2]
     rate = median.requestsPerSecond
     spread = (ordered[-1].requestsPerSecond - ordered[0].requestsPerSecond) / rate if rate else 0.0
-    return replace(median, spread=round(spread, 4))
+    return replace(median, spread=round(spread, 4), rates=[row.requestsPerSecond for row in rows])
 
 
 async def _measure(
@@ -392,6 +416,7 @@ async def _measure(
     load = ClosedLoop(request, sent, total=plan.requests, duration=plan.duration)
     if progress is not None:
         progress(f"{kind.name} c={settings.concurrency}", load)
+    serverCpu = backend.cpuSeconds()
     restarts = None
     if plan.restartEvery is not None:
         restarts = LoopingCall(lambda: Deferred.fromCoroutine(backend.restart()))
@@ -407,8 +432,12 @@ async def _measure(
         if progress is not None:
             progress("", None)
     opened = endpoint.connections
+    serverCpuAfter = backend.cpuSeconds()
     await _closed(reactor, contender, plan.stallTimeout)
-    return Row.fromTally(kind, settings.concurrency, plan.payloadSize, tally, opened)
+    row = Row.fromTally(kind, settings.concurrency, plan.payloadSize, tally, opened)
+    if serverCpu is not None and serverCpuAfter is not None and tally.completed and not backend.restarts:
+        row.serverCpuUsPerRequest = round((serverCpuAfter - serverCpu) / tally.completed * 1e6, 2)
+    return row
 
 
 async def _bursty(reactor: Any, backend: Backend, kind: Kind, settings: Settings, plan: Plan) -> dict[str, Any]:
