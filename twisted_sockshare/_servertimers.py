@@ -57,6 +57,8 @@ class _ServerTimers:
     _settled: Callable[[int], bool]
     _makeRoom: Callable[[], None]
     _sendError: Callable[..., None]
+    _write: Callable[[bytes], None]
+    _reroute: Callable[[], None]
 
     def goAway(self, reason: str) -> None:
         """
@@ -74,12 +76,13 @@ class _ServerTimers:
             self._ageCall.cancel()
         self._ageCall = None
         message = reason.encode("utf-8")[: factory.maxPayload]
-        self.transport.write(encodeFrame(0, GOAWAY, message))  # type: ignore[union-attr]
+        self._write(encodeFrame(0, GOAWAY, message))
         if factory.drainTimeout is not None:
             self._drainCall = self._clock.callLater(factory.drainTimeout, self._drainTimedOut)
         if factory.drainReason is not None and self._hello is not None and self._hello.refusals:
             # Stopping: what crosses the GOAWAY is refused, to go elsewhere.
             self._handle = self._refuseDraining
+            self._reroute()
 
     def _drainTimedOut(self) -> None:
         self._drainCall = None

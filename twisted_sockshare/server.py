@@ -70,6 +70,7 @@ from .wire import (
     TIMED_REQUEST,
     FrameDecoder,
     Hello,
+    _pack,
     encodeFrame,
     parseBudget,
     parseHello,
@@ -82,6 +83,12 @@ HandlerResult = Union[bytes, Deferred[bytes], Awaitable[bytes]]
 Handler = Callable[[bytes], HandlerResult]
 
 _log = Logger(namespace="twisted_sockshare.server")
+
+#: Frames at least this long are written on their own, not copied into the
+#: write of the chunk they answer.
+BATCH_LIMIT = 16_384
+# The largest payload answered on the plain path, in the batch.
+INLINE_LIMIT = BATCH_LIMIT - 1 - MIN_LENGTH - 4
 
 
 def describeError(error: BaseException) -> str:
@@ -154,6 +161,11 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         # backlog is being drained, and the running loop takes the next
         # frame instead of a nested one (no recursion, whatever the handler).
         self._draining = False
+        # While it runs: the frames written, sent at its end in one write.
+        self._replies: list[bytes] | None = None
+        # The largest response answered inline by _drain (0: none is, the
+        # request takes _handle).
+        self._inline = min(self._maxResponse, INLINE_LIMIT)
         self._lastActive = 0.0
         self._idleCall: IDelayedCall | None = None
         # When the frame now incomplete began (None: none is), and its timer.
@@ -179,6 +191,11 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
             self._lastActive = self._clock.seconds()
             self._idleCall = self._clock.callLater(factory.idleTimeout, self._checkIdle)
         setNoDelay(self.transport)
+        if hasattr(self.transport, "bufferSize"):
+            # A transport of Twisted's (abstract.FileDescriptor) pauses its
+            # producer once this many bytes wait to be sent: in the same
+            # reactor turn they were written, before trying to send them.
+            self.transport.bufferSize = factory.writeBufferSize  # type: ignore[union-attr]
 
     # -- Reading requests ------------------------------------------------------
 
@@ -187,39 +204,57 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
             self._lastActive = self._clock.seconds()
         if self._stamps:
             self._readAt = self._clock.seconds()
-        frames = self._decoder.feed(data)
+        decoder = self._decoder
+        frames = decoder.feed(data)
         if frames:
             self._backlog.extend(frames)
             self._drain()
-        violation = self._decoder.violation
-        if violation is not None and not self._lost:
-            self._violated(violation)
-        elif self._decoder.buffered:
-            if self._partialSince is None:
-                self._partialSince = self._clock.seconds()
-                if self._frameCall is None and self._factory.frameTimeout is not None:
-                    self._frameCall = self._clock.callLater(self._factory.frameTimeout, self._checkFrame)
-        else:
+        if decoder.idle:
             self._partialSince = None
+        elif decoder.violation is not None:
+            if not self._lost:
+                self._violated(decoder.violation)
+        elif self._partialSince is None:
+            self._partialSince = self._clock.seconds()
+            if self._frameCall is None and self._factory.frameTimeout is not None:
+                self._frameCall = self._clock.callLater(self._factory.frameTimeout, self._checkFrame)
 
     def _drain(self) -> None:
         """
         Hand the frames of the backlog to the handler while reading is not
-        paused; then make the transport's reading match.
+        paused; write what they produced at once, in one C{transport.write};
+        then make the transport's reading match.
         """
         if self._draining:
             return
         self._draining = True
+        self._replies = replies = []
         backlog = self._backlog
         inFlight = self._inFlight
+        counters = self._counters
+        handler = self._handler
+        limit = self._inline
         try:
             while backlog and not (self._busy or self._blocked or self._lost):
                 requestId, kind, payload = backlog.popleft()
                 if kind != REQUEST:
                     self._control(requestId, kind, payload)
+                    limit = self._inline
                 elif requestId in inFlight:
                     self._violated(f"request id {requestId} is already in flight on this connection")
                     return
+                elif limit:
+                    counters.requests += 1
+                    try:
+                        result = handler(payload)
+                    except Exception as error:
+                        self._sendError(requestId, error, Failure(error))
+                        continue
+                    if type(result) is bytes and len(result) <= limit:
+                        counters.responses += 1
+                        replies.append(_pack(MIN_LENGTH + len(result), requestId, RESPONSE) + result)
+                    else:
+                        self._handled(requestId, result)
                 elif requestId == self._noted:
                     self._noted = -1
                     self._handleTimed(requestId, payload, self._notedBudget)
@@ -227,7 +262,39 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
                     self._handle(requestId, payload)
         finally:
             self._draining = False
-        self._updateReading()
+            self._replies = None
+            if replies and not self._lost:
+                self.transport.write(b"".join(replies))  # type: ignore[union-attr]
+        if (self._busy or self._blocked) != self._paused:
+            self._updateReading()
+
+    def _reroute(self) -> None:
+        """
+        Whether requests take the plain path, answered inline in L{_drain}
+        when their handler returns bytes: not when their budgets are to be
+        read or refusal decided on.
+        """
+        if self._stamps or "_handle" in self.__dict__:
+            self._inline = 0
+        else:
+            self._inline = min(self._maxResponse, INLINE_LIMIT)
+
+    def _write(self, frame: bytes) -> None:
+        """
+        Send C{frame}: with the others of the chunk being handled, if one
+        is, in their order; else at once.
+        """
+        replies = self._replies
+        if replies is None:
+            self.transport.write(frame)  # type: ignore[union-attr]
+        elif len(frame) < BATCH_LIMIT:
+            replies.append(frame)
+        else:
+            # Not copied into a batch: what came before goes first.
+            if replies:
+                self.transport.write(b"".join(replies))  # type: ignore[union-attr]
+                replies.clear()
+            self.transport.write(frame)  # type: ignore[union-attr]
 
     def _control(self, requestId: int, kind: int, payload: bytes) -> None:
         """
@@ -265,7 +332,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
                     self._noted = requestId
                     self._notedBudget = parseBudget(payload, len(NOTE_MAGIC))
             else:
-                self.transport.write(encodeFrame(requestId, PONG, payload))  # type: ignore[union-attr]
+                self._write(encodeFrame(requestId, PONG, payload))
 
     def _greeted(self, payload: bytes) -> None:
         """
@@ -278,7 +345,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         self._hello = hello
         # Ours in answer, before any answer to its requests (it came before
         # them): a client that sent none never sees one.
-        self.transport.write(self._factory.helloFrame)  # type: ignore[union-attr]
+        self._write(self._factory.helloFrame)
         if hello.deadlines:
             self._stamps = True
             self._readAt = self._clock.seconds()
@@ -290,6 +357,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
                 self._handle = self._refuseDraining  # type: ignore[method-assign]
             elif factory.whenFull == "refuse":
                 self._handle = self._admit  # type: ignore[method-assign]
+        self._reroute()
 
     @property
     def hello(self) -> Hello | None:
@@ -370,16 +438,22 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
 
     def _refuse(self, requestId: int, why: str) -> None:
         self._counters.refused += 1
-        self.transport.write(encodeFrame(requestId, REFUSED, why.encode("utf-8")))  # type: ignore[union-attr]
+        self._write(encodeFrame(requestId, REFUSED, why.encode("utf-8")))
 
     def _handle(self, requestId: int, payload: bytes) -> None:
-        factory = self._factory
         self._counters.requests += 1
         try:
             result = self._handler(payload)
         except Exception as error:
             self._sendError(requestId, error, Failure(error))
             return
+        self._handled(requestId, result)
+
+    def _handled(self, requestId: int, result: object) -> None:
+        """
+        The handler was called for C{requestId} and gave C{result}: answer
+        it, or wait for the Deferred or awaitable it is.
+        """
         if type(result) is bytes:
             self._sendResponse(requestId, result)
             return
@@ -390,6 +464,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         else:
             self._sendResponse(requestId, result)
             return
+        factory = self._factory
         inFlight = self._inFlight
         inFlight[requestId] = deferred
         count = len(inFlight)
@@ -464,7 +539,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
             self._sendError(requestId, ValueError(f"response of {len(result)} bytes exceeds {text}"), None)
         else:
             self._counters.responses += 1
-            self.transport.write(encodeFrame(requestId, RESPONSE, bytes(result)))  # type: ignore[union-attr]
+            self._write(encodeFrame(requestId, RESPONSE, bytes(result)))
 
     def _sendError(self, requestId: int, error: BaseException, reason: Failure | None) -> None:
         self._counters.errors += 1
@@ -474,7 +549,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         elif not isinstance(error, CancelledError):
             _log.warn("Request {requestId} failed: {error}", requestId=requestId, error=error)
         message = describeError(error).encode("utf-8")[: self._factory.maxPayload]
-        self.transport.write(encodeFrame(requestId, ERROR, message))  # type: ignore[union-attr]
+        self._write(encodeFrame(requestId, ERROR, message))
 
     def _violated(self, violation: str) -> None:
         self._counters.violations += 1
@@ -536,6 +611,7 @@ class SockShareServerFactory(Factory):
         maxConnectionAge: float | None = None,
         drainTimeout: float | None = 30.0,
         whenFull: str = "pause",
+        writeBufferSize: int = 262_144,
     ) -> None:
         """
         @param handler: called with each request's payload; returns the
@@ -578,12 +654,20 @@ class SockShareServerFactory(Factory):
             (the handler is not called; the client may send it elsewhere),
             for clients that speak wire version 3 (others are paused).
             Version 3 clients are told C{maxInFlight} and keep within it.
+        @param writeBufferSize: the bytes of responses waiting to be sent on
+            a connection above which the server stops reading its requests
+            until they are sent (the client is not reading them): the
+            C{bufferSize} of Twisted's TCP and UNIX transports.  Above
+            the transports' default of 64 KiB so that a chunk's large
+            responses, written together, do not stop reading until the
+            transport has tried to send them.
         @raise TypeError: if an option has the wrong type.
         @raise ValueError: if an option is out of range.
         """
         _count("maxPayload", maxPayload, minimum=0, maximum=0xFFFFFFFF - MIN_LENGTH)
         _seconds("idleTimeout", idleTimeout, orNone=True)
         _count("maxInFlight", maxInFlight, minimum=1)
+        _count("writeBufferSize", writeBufferSize, minimum=1)
         _count("maxConnections", maxConnections, minimum=1, orNone=True)
         _seconds("handlerTimeout", handlerTimeout, orNone=True)
         _seconds("frameTimeout", frameTimeout, orNone=True)
@@ -602,6 +686,7 @@ class SockShareServerFactory(Factory):
         self.frameTimeout = frameTimeout
         self.maxConnectionAge = maxConnectionAge
         self.drainTimeout = drainTimeout
+        self.writeBufferSize = writeBufferSize
         self._protocols: set[SockShareServerProtocol] = set()
         #: While draining: why (None: not draining).
         self.drainReason: str | None = None
