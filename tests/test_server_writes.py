@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_sockshare import SockShareServerFactory
 from twisted_sockshare.server import BATCH_LIMIT
 from twisted_sockshare.wire import (
+    CANCEL,
     CLIENT_RECEIVES,
     ERROR,
     PING,
@@ -217,3 +220,43 @@ class WriteBufferSizeTests(SynchronousTestCase):
         """
         self.assertRaises(ValueError, SockShareServerFactory, _answer, writeBufferSize=0)
         self.assertRaises(TypeError, SockShareServerFactory, _answer, writeBufferSize=1.5)
+
+
+def _mixed(payload: bytes) -> Any:
+    if payload[:1] == b"d":
+        return Deferred()
+    if payload[:1] == b"e":
+        raise ValueError("asked for it")
+    if payload[:1] == b"s":
+        return succeed(payload)
+    return payload
+
+
+#: A client's stream: requests whose handler answers at once, fails, answers
+#: later or through a fired Deferred; PINGs and CANCELs; each its own id.
+_kinds = st.sampled_from([REQUEST, REQUEST, REQUEST, PING, CANCEL])
+_frames = st.lists(
+    st.tuples(_kinds, st.sampled_from([b"a", b"e", b"d", b"s", b""])),
+    max_size=30,
+).map(lambda frames: b"".join(encodeFrame(i, kind, payload) for i, (kind, payload) in enumerate(frames)))
+
+
+class CutTests(SynchronousTestCase):
+    @settings(derandomize=True, max_examples=300)
+    @given(_frames, st.lists(st.integers(1, 40), min_size=1, max_size=6), st.sampled_from([1, 2, 1_000]))
+    def test_answersDoNotDependOnTheCuts(self, stream: bytes, sizes: list[int], maxInFlight: int) -> None:
+        """
+        However the stream is cut into chunks, the server writes the same
+        frames in the same order, and its counters end the same.
+        """
+        whole = serve(_mixed, maxInFlight=maxInFlight)
+        whole[1].dataReceived(stream)
+        cut = serve(_mixed, maxInFlight=maxInFlight)
+        i = n = 0
+        while i < len(stream):
+            size = sizes[n % len(sizes)]
+            cut[1].dataReceived(stream[i : i + size])
+            i, n = i + size, n + 1
+        self.assertEqual(frames(cut[2].value()), frames(whole[2].value()))
+        self.assertEqual(cut[0].stats(), whole[0].stats())
+        self.flushLoggedErrors(ValueError)

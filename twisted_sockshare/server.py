@@ -57,6 +57,7 @@ from .wire import (
     BUDGET_SIZE,
     CANCEL,
     ERROR,
+    HEADER_SIZE,
     HELLO_MAGIC,
     MAX_PING_PAYLOAD,
     MIN_LENGTH,
@@ -71,6 +72,7 @@ from .wire import (
     FrameDecoder,
     Hello,
     _pack,
+    _unpackFrom,
     encodeFrame,
     parseBudget,
     parseHello,
@@ -205,10 +207,17 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         if self._stamps:
             self._readAt = self._clock.seconds()
         decoder = self._decoder
+        if decoder.idle and self._inline and not (self._backlog or self._busy or self._blocked or self._lost):
+            data = self._answerWhole(data)
+            if not data:
+                self._partialSince = None
+                return
         frames = decoder.feed(data)
         if frames:
             self._backlog.extend(frames)
             self._drain()
+        if self._replies is not None:
+            self._flush()
         if decoder.idle:
             self._partialSince = None
         elif decoder.violation is not None:
@@ -219,6 +228,65 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
             if self._frameCall is None and self._factory.frameTimeout is not None:
                 self._frameCall = self._clock.callLater(self._factory.frameTimeout, self._checkFrame)
 
+    def _answerWhole(self, data: bytes) -> bytes:
+        """
+        The plain path of a chunk that starts with a frame: answer its whole
+        REQUEST frames, in order, as long as their handler returns bytes, in
+        one write if that is the whole chunk (else the rest's replies join
+        them, and L{dataReceived} writes them all).  The first frame that is anything else (another kind,
+        incomplete, out of bounds, a handler that answers later) stops it:
+        what is left, from that frame on, is returned for L{FrameDecoder},
+        which checks everything the wire format says.
+
+        @return: the bytes of C{data} not handled.
+        """
+        counters = self._counters
+        handler = self._handler
+        inFlight = self._inFlight
+        limit = self._inline
+        maxLength = self._maxPayload + MIN_LENGTH
+        self._draining = True
+        self._replies = replies = []
+        # Counted at the end, as requests and responses at once: a handler
+        # that reads stats() meanwhile finds them adding up.
+        answered = 0
+        offset = 0
+        end = len(data)
+        try:
+            while end - offset >= HEADER_SIZE:
+                length, requestId, kind = _unpackFrom(data, offset)
+                stop = offset + 4 + length
+                if kind != REQUEST or stop > end or not MIN_LENGTH <= length <= maxLength or requestId in inFlight:
+                    break
+                payload = data[offset + HEADER_SIZE : stop]
+                offset = stop
+                try:
+                    result = handler(payload)
+                except Exception as error:
+                    counters.requests += 1
+                    self._sendError(requestId, error, Failure(error))
+                    continue
+                if type(result) is bytes and len(result) <= limit:
+                    answered += 1
+                    replies.append(_pack(MIN_LENGTH + len(result), requestId, RESPONSE) + result)
+                else:
+                    counters.requests += 1
+                    self._handled(requestId, result)
+                    if self._busy or self._blocked or self._lost or not self._inline:
+                        break
+        finally:
+            counters.requests += answered
+            counters.responses += answered
+            self._draining = False
+            if offset == end:
+                self._replies = None
+                if replies and not self._lost:
+                    self.transport.write(b"".join(replies))  # type: ignore[union-attr]
+        if (self._busy or self._blocked) != self._paused:
+            # A handler answering later reached maxInFlight.
+            self._updateReading()
+        return data[offset:] if offset else data
+
     def _drain(self) -> None:
         """
         Hand the frames of the backlog to the handler while reading is not
@@ -228,7 +296,12 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         if self._draining:
             return
         self._draining = True
-        self._replies = replies = []
+        # Within dataReceived, the chunk's replies so far; else our own.
+        own = self._replies is None
+        if own:
+            self._replies = []
+        replies = self._replies
+        assert replies is not None
         backlog = self._backlog
         inFlight = self._inFlight
         counters = self._counters
@@ -262,9 +335,8 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
                     self._handle(requestId, payload)
         finally:
             self._draining = False
-            self._replies = None
-            if replies and not self._lost:
-                self.transport.write(b"".join(replies))  # type: ignore[union-attr]
+            if own:
+                self._flush()
         if (self._busy or self._blocked) != self._paused:
             self._updateReading()
 
@@ -278,6 +350,15 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
             self._inline = 0
         else:
             self._inline = min(self._maxResponse, INLINE_LIMIT)
+
+    def _flush(self) -> None:
+        """
+        Write the replies collected since L{dataReceived} or L{_drain}
+        began, in one write; stop collecting.
+        """
+        replies, self._replies = self._replies, None
+        if replies and not self._lost:
+            self.transport.write(b"".join(replies))  # type: ignore[union-attr]
 
     def _write(self, frame: bytes) -> None:
         """
