@@ -1,6 +1,7 @@
 """
-Instructions per request of the request_path.py cases, counted by callgrind:
-the same figure on a busy or an idle machine.
+Instructions per request of the request_path.py cases (the client's) and
+the server_path.py cases (the server's), counted by callgrind: the same
+figure on a busy or an idle machine.
 
 One run executes every case at C{LOW} rounds; one more run per case raises
 that case alone to C{HIGH} rounds, so the difference divided by the extra
@@ -29,23 +30,39 @@ from pathlib import Path
 import twisted
 
 HERE = Path(__file__).resolve().parent
-SCRIPT = HERE / "request_path.py"
+SCRIPTS = (HERE / "request_path.py", HERE / "server_path.py")
 BUDGET = HERE / "instruction_budget.json"
 LOW, HIGH = 20, 70
 PER_ROUND = 100
 
 #: The cases the budget covers.
-BUDGETED = ("minimal", "shared")
+BUDGETED = ("minimal", "shared", "minimal-server", "server")
+#: The budget's ratios: each library case against its floor.
+RATIOS = (("shared", "minimal"), ("server", "minimal-server"))
 #: How far over its budget a count may go.
 TOLERANCE = 0.03
 
 
-def collected(runs: list[str]) -> int:
+def cases() -> dict[str, Path]:
     """
-    Instructions callgrind counts for one process running C{runs}
-    (C{CASE:ROUNDS} each).
+    Every case, and the script that runs it.
     """
-    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, str(SCRIPT)]
+    sys.path.insert(0, str(HERE))
+    import request_path
+    import server_path
+
+    return {
+        **{case: SCRIPTS[0] for case in request_path.CASES},
+        **{case: SCRIPTS[1] for case in server_path.CASES},
+    }
+
+
+def collected(script: Path, runs: list[str]) -> int:
+    """
+    Instructions callgrind counts for one process of C{script} running
+    C{runs} (C{CASE:ROUNDS} each).
+    """
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, str(script)]
     for run in runs:
         command += ["--run", run]
     env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict and set layouts on every run
@@ -56,17 +73,23 @@ def collected(runs: list[str]) -> int:
     return int(match.group(1))
 
 
-def perRequest(cases: list[str]) -> dict[str, int]:
+def perRequest(names: list[str]) -> dict[str, int]:
     """
-    Instructions per request of each of C{cases}.
+    Instructions per request of each of the cases C{names}: those of one
+    script run in one process.
     """
-    base = collected([f"{case}:{LOW}" for case in cases])
+    scripts = cases()
     extra = (HIGH - LOW) * PER_ROUND
     counts = {}
-    for case in cases:
-        runs = [f"{other}:{HIGH if other == case else LOW}" for other in cases]
-        counts[case] = round((collected(runs) - base) / extra)
-    return counts
+    for script in SCRIPTS:
+        mine = [name for name in names if scripts[name] == script]
+        if not mine:
+            continue
+        base = collected(script, [f"{case}:{LOW}" for case in mine])
+        for case in mine:
+            runs = [f"{other}:{HIGH if other == case else LOW}" for other in mine]
+            counts[case] = round((collected(script, runs) - base) / extra)
+    return {name: counts[name] for name in names}
 
 
 def versions() -> dict[str, str]:
@@ -91,13 +114,17 @@ def overBudget(counts: dict[str, int], budget: dict) -> list[str]:
     and Twisted's versions are those the budget was written with.
     """
     problems = []
-    limit = budget["shared"] / budget["minimal"] * (1 + TOLERANCE)
-    ratio = counts["shared"] / counts["minimal"]
-    if ratio > limit:
-        problems.append(f"shared/minimal is {ratio:.3f}, above the budget's {limit:.3f}")
+    for case, floor in RATIOS:
+        if case not in budget:
+            problems.append(f"no budget for {case}; write one with --write-budget")
+            continue
+        limit = budget[case] / budget[floor] * (1 + TOLERANCE)
+        ratio = counts[case] / counts[floor]
+        if ratio > limit:
+            problems.append(f"{case}/{floor} is {ratio:.3f}, above the budget's {limit:.3f}")
     if budget["versions"] == versions():
         for case in BUDGETED:
-            if counts[case] > budget[case] * (1 + TOLERANCE):
+            if case in budget and counts[case] > budget[case] * (1 + TOLERANCE):
                 problems.append(f"{case}: {counts[case]:,} instructions per request, budget {budget[case]:,}")
     return problems
 
@@ -111,10 +138,7 @@ def main() -> None:
     if args.check or args.write_budget:
         args.cases = list(BUDGETED)
     if not args.cases:
-        sys.path.insert(0, str(HERE))
-        from request_path import CASES
-
-        args.cases = list(CASES)
+        args.cases = list(cases())
     python = versions()["python"]
     print(f"Python {sys.version.split()[0]}, Twisted {twisted.__version__}")
     counts = perRequest(args.cases)

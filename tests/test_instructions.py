@@ -40,17 +40,27 @@ class InstructionBudgetTests(SynchronousTestCase):
         it; those within it are not.
         """
         overBudget = self.instructions.overBudget
-        budget = {"minimal": 1000, "shared": 1200, "versions": self.instructions.versions()}
-        self.assertEqual(overBudget({"minimal": 1000, "shared": 1236}, budget), [])
-        self.assertEqual(overBudget({"minimal": 1030, "shared": 1236}, budget), [])
-        problems = overBudget({"minimal": 1000, "shared": 1240}, budget)
+        servers = {"minimal-server": 500, "server": 550}
+        budget = {"minimal": 1000, "shared": 1200, **servers, "versions": self.instructions.versions()}
+        self.assertEqual(overBudget({"minimal": 1000, "shared": 1236, **servers}, budget), [])
+        self.assertEqual(overBudget({"minimal": 1030, "shared": 1236, **servers}, budget), [])
+        problems = overBudget({"minimal": 1000, "shared": 1240, **servers}, budget)
         self.assertEqual(len(problems), 2, problems)
         self.assertIn("shared/minimal is 1.240", problems[0])
         self.assertIn("shared: 1,240 instructions per request, budget 1,200", problems[1])
-        # On other versions, only the ratio counts.
+        # The server against its floor, the same way.
+        problems = overBudget({"minimal": 1000, "shared": 1200, "minimal-server": 500, "server": 580}, budget)
+        self.assertEqual(len(problems), 2, problems)
+        self.assertIn("server/minimal-server is 1.160", problems[0])
+        self.assertIn("server: 580 instructions per request, budget 550", problems[1])
+        # On other versions, only the ratios count.
         budget["versions"] = {"python": "2.7", "twisted": "8.0"}
-        self.assertEqual(overBudget({"minimal": 2000, "shared": 2400}, budget), [])
-        self.assertEqual(len(overBudget({"minimal": 2000, "shared": 2500}, budget)), 1)
+        counts = {"minimal": 2000, "shared": 2400, "minimal-server": 900, "server": 990}
+        self.assertEqual(overBudget(counts, budget), [])
+        self.assertEqual(len(overBudget({"minimal": 2000, "shared": 2500, **servers}, budget)), 1)
+        # A budget written before the server had one says so.
+        del budget["server"]
+        self.assertIn("no budget for server", overBudget({"minimal": 1000, "shared": 1200, **servers}, budget)[0])
 
     def test_anEntryPerTestedPython(self) -> None:
         """
@@ -65,4 +75,5 @@ class InstructionBudgetTests(SynchronousTestCase):
             entry = self.instructions.budgetFor(self.budget, python)
             self.assertEqual(entry["versions"]["python"], python)
             self.assertGreater(entry["shared"], entry["minimal"])
+            self.assertGreater(entry["server"], entry["minimal-server"])
         self.assertIsNone(self.instructions.budgetFor(self.budget, "2.7"))
