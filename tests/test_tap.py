@@ -114,6 +114,7 @@ class OptionsTests(SynchronousTestCase):
         options.parseOptions(["--listen=tcp:0"])
         factory = makeServerService(options).factory  # type: ignore[attr-defined]
         self.assertEqual((factory.maxInFlight, factory.handlerTimeout, factory.frameTimeout), (1_000, 30.0, 30.0))
+        self.assertEqual(factory.writeBufferSize, 262_144)
         options = ServerOptions()
         options.parseOptions(
             [
@@ -123,6 +124,7 @@ class OptionsTests(SynchronousTestCase):
                 "--handler-timeout=none",
                 "--frame-timeout=2",
                 "--when-full=refuse",
+                "--write-buffer-size=65536",
             ]
         )
         factory = makeServerService(options).factory  # type: ignore[attr-defined]
@@ -130,13 +132,14 @@ class OptionsTests(SynchronousTestCase):
             (factory.maxInFlight, factory.maxConnections, factory.handlerTimeout, factory.frameTimeout),
             (50, 7, None, 2.0),
         )
-        self.assertEqual(factory.whenFull, "refuse")
+        self.assertEqual((factory.whenFull, factory.writeBufferSize), ("refuse", 65_536))
         for bad, text in [
             ("--max-in-flight=0", "--max-in-flight must be >= 1"),
             ("--max-connections=lots", "--max-connections takes a number"),
             ("--handler-timeout=nan", "--handler-timeout takes a finite number"),
             ("--frame-timeout=-1", "--frame-timeout must be > 0"),
             ("--when-full=drop", "--when-full must be 'pause' or 'refuse', not 'drop'"),
+            ("--write-buffer-size=0", "--write-buffer-size must be >= 1"),
         ]:
             e = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, [bad])
             self.assertIn(text, str(e))

@@ -108,6 +108,13 @@ class ServerOptions(usage.Options):
             _whenFull,
         ],
         [
+            "write-buffer-size",
+            None,
+            262_144,
+            "Bytes of replies waiting to be sent on a connection above which it is not read (a client not reading).",
+            number(int, "write-buffer-size", 1),
+        ],
+        [
             "max-connections",
             None,
             None,
@@ -191,6 +198,7 @@ def makeServerService(options: ServerOptions) -> IService:
         idleTimeout=options["idle-timeout"],
         maxInFlight=options["max-in-flight"],
         whenFull=options["when-full"],
+        writeBufferSize=options["write-buffer-size"],
         maxConnections=options["max-connections"],
         handlerTimeout=options["handler-timeout"],
         frameTimeout=options["frame-timeout"],
