@@ -33,26 +33,26 @@ class RecordingOwner:
 
     noisy = False
 
-    def _settle(self, request: _Request, kind: int, payload: bytes, now: float) -> None:
+    def requestAnswered(self, request: _Request, kind: int, payload: bytes, now: float) -> None:
         self.events.append(("settle", request, kind, payload))
 
-    def _fail(self, request: _Request, error: BaseException) -> None:
+    def requestFailed(self, request: _Request, error: BaseException) -> None:
         self.events.append(("fail", request, type(error)))
 
-    def _lost(self, request: _Request, error: BaseException, graceful: bool) -> None:
+    def requestLost(self, request: _Request, error: BaseException, graceful: bool) -> None:
         self.events.append(("lost", request, type(error), graceful))
 
-    def _full(self, connection: SockShareClientProtocol, why: str) -> None:
+    def connectionFull(self, connection: SockShareClientProtocol, why: str) -> None:
         self.events.append(("full", why))
         connection.retire()
 
-    def _lateReply(self) -> None:
+    def lateReply(self) -> None:
         self.events.append(("late",))
 
-    def _connectionUnusable(self, connection: SockShareClientProtocol) -> None:
+    def connectionUnusable(self, connection: SockShareClientProtocol) -> None:
         self.events.append(("unusable", connection.state))
 
-    def _connectionGone(self, connection: SockShareClientProtocol, tlsFailed: bool) -> None:
+    def connectionGone(self, connection: SockShareClientProtocol, tlsFailed: bool) -> None:
         self.events.append(("gone", tlsFailed))
 
 
@@ -250,7 +250,7 @@ class ConnectionTests(SynchronousTestCase):
             sent.append(follow)
             connection.send(follow, payload + b"+")
 
-        owner._settle = settle  # type: ignore[method-assign]
+        owner.requestAnswered = settle  # type: ignore[method-assign]
         for _ in range(3):
             connection.send(self.request(), b"x")
         calls = transport.writeCalls

@@ -55,7 +55,7 @@ class _Connector:
     noisy: bool
     connectTimeout: float | None
     _events: _Events
-    _fail: Callable[[_Request, BaseException], None]
+    requestFailed: Callable[[_Request, BaseException], None]
     _quiet: Callable[[], None]
     _dispatch: Callable[[_Request, bytes], None]
 
@@ -66,7 +66,7 @@ class _Connector:
                 self._waitForReady(first)
                 return
             # Backing off after failed attempts: fail fast, do not queue.
-            self._fail(
+            self.requestFailed(
                 first,
                 ConnectFailed(
                     f"could not connect to {self.endpointDescription}: {self._lastConnectError} "
@@ -135,7 +135,7 @@ class _Connector:
                 if request.extra is not None and request.extra.waitForReady and not closing:
                     self._waitForReady(request)
                 else:
-                    self._fail(request, error)
+                    self.requestFailed(request, error)
         if not self._pending:
             self._quiet()
 
@@ -178,7 +178,7 @@ class _Connector:
         assert request.extra is not None
         request.extra.timer = None
         if not request.called and request.connection is None:
-            self._fail(
+            self.requestFailed(
                 request,
                 ConnectFailed(
                     f"could not connect to {self.endpointDescription} within connectTimeout={self.connectTimeout} "
@@ -197,7 +197,7 @@ class _Connector:
         waiters, self._readyWaiters = self._readyWaiters or [], None
         for request in waiters:
             if not request.called:
-                self._fail(request, error)
+                self.requestFailed(request, error)
 
     def _backOff(self, failuresBefore: int, why: str) -> None:
         """

@@ -44,7 +44,7 @@ class _RequestTimeouts:
     requestTimeout: float | None
     _resets: bool
     _events: _Events
-    _fail: Callable[[_Request, BaseException], None]
+    requestFailed: Callable[[_Request, BaseException], None]
     _abandonRequest: Callable[[_Request, BaseException], None]
 
     def _checkDeadlines(self) -> None:
@@ -91,7 +91,7 @@ class _RequestTimeouts:
         error = RequestTimeout(f"no response from {where} within {limit} seconds")
         connection = request.connection
         if connection is None or connection.state is CLOSING or connection.state is LOST:
-            self._fail(request, error)
+            self.requestFailed(request, error)
         elif self._resets:
             others = connection.outstanding - 1
             _log.warn(
@@ -105,7 +105,7 @@ class _RequestTimeouts:
                     f"connection to {where} was reset because another request on it timed out (resetOnTimeout)"
                 )
             )
-            self._fail(request, error)
+            self.requestFailed(request, error)
         else:
             # A slow request is not a dead connection, but a silent one may be.
             silent = connection.silentSince(request)

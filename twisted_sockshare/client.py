@@ -206,9 +206,9 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         self._pending: dict[_Request, None] = {}
         self._events = _Events()
         if latencyHistogram:
-            # Connections call _settle once per reply: only a client that
+            # Connections call requestAnswered once per reply: only a client that
             # counts latency pays for it.
-            self._settle = self._settleTimed  # type: ignore[method-assign]
+            self.requestAnswered = self._settleTimed  # type: ignore[method-assign]
         # Every request's canceller, made once.
         self._canceller: Callable[[Deferred[bytes]], None] = self._cancelRequest  # type: ignore[assignment]
         # Connections not lost yet, usable or not.
@@ -386,22 +386,26 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         elif state.accepting:
             self._connect(request)
         else:
-            self._fail(request, ClientClosed(f"the client for {self.endpointDescription} closed before it was sent"))
+            closed = ClientClosed(f"the client for {self.endpointDescription} closed before it was sent")
+            self.requestFailed(request, closed)
 
     def _reject(self, payload: object) -> Deferred[bytes]:
         self._events.rejected += 1
         return fail(_refusal(self, payload))
 
     # -- What connections tell the client (connection.ConnectionOwner) ----------
+    #
+    # Public inside the package: its connections call them, and each is
+    # documented there.  Applications do not.
 
     def _settleTimed(self, request: _Request, kind: int, payload: bytes, now: float) -> None:
         elapsed = now - request.sentAt
         events = self._events
         events.latencySum += elapsed
         events.latencyCounts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
-        SockShareClientFactory._settle(self, request, kind, payload, now)
+        SockShareClientFactory.requestAnswered(self, request, kind, payload, now)
 
-    def _settle(self, request: _Request, kind: int, payload: bytes, now: float) -> None:
+    def requestAnswered(self, request: _Request, kind: int, payload: bytes, now: float) -> None:
         pending = self._pending
         del pending[request]
         if kind == RESPONSE:
@@ -413,7 +417,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         if not pending:
             self._quiet()
 
-    def _fail(self, request: _Request, error: BaseException) -> None:
+    def requestFailed(self, request: _Request, error: BaseException) -> None:
         pending = self._pending
         del pending[request]
         self._events.failures += 1
@@ -421,7 +425,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         if not pending:
             self._quiet()
 
-    def _lost(self, request: _Request, error: BaseException, graceful: bool) -> None:
+    def requestLost(self, request: _Request, error: BaseException, graceful: bool) -> None:
         extra = request.extra
         if (
             extra is not None
@@ -434,9 +438,9 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             self._events.retries += 1
             self._dispatch(request, extra.payload)
             return
-        self._fail(request, error)
+        self.requestFailed(request, error)
 
-    def _refused(self, request: _Request, reason: str) -> None:
+    def requestRefused(self, request: _Request, reason: str) -> None:
         payload, request.payload = request.payload, None
         if payload is not None and self._refusalsRetried and self._state.accepting and self._retryBudget.withdraw():
             if request.extra is None:
@@ -447,12 +451,13 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
                 self._dispatch(request, payload)
                 return
         where = self.endpointDescription
-        self._fail(request, RequestRefused(f"{where} refused the request (its handler was not called): {reason}"))
+        refused = RequestRefused(f"{where} refused the request (its handler was not called): {reason}")
+        self.requestFailed(request, refused)
 
-    def _resend(self, request: _Request, payload: bytes) -> None:
+    def requestUnsent(self, request: _Request, payload: bytes) -> None:
         self._dispatch(request, payload)
 
-    def _full(self, connection: SockShareClientProtocol, why: str) -> None:
+    def connectionFull(self, connection: SockShareClientProtocol, why: str) -> None:
         events = self._events
         events.retired += 1
         if why == "requests":
@@ -465,22 +470,22 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             _log.debug("Retiring the connection to {endpoint}: {why}", endpoint=self.endpointDescription, why=text)
         connection.retire()
 
-    def _lateReply(self) -> None:
+    def lateReply(self) -> None:
         self._events.lateResponses += 1
 
-    def _connectionUnusable(self, connection: SockShareClientProtocol) -> None:
+    def connectionUnusable(self, connection: SockShareClientProtocol) -> None:
         state = self._state
         if type(state) is _Connected and state.connection is connection:
             state.cancelIdle()
             self._state = _IDLE
 
-    def _connectionGone(self, connection: SockShareClientProtocol, tlsFailed: bool) -> None:
+    def connectionGone(self, connection: SockShareClientProtocol, tlsFailed: bool) -> None:
         self._events.connectionsClosed += 1
         self._connections.discard(connection)
         if tlsFailed:
             self._events.connectFailures += 1
             self._handshakeFailed()
-        self._connectionUnusable(connection)
+        self.connectionUnusable(connection)
         if not self._pending:
             self._quiet()
 
@@ -499,11 +504,11 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         connection = request.connection
         if connection is not None:
             self._events.cancelsSent += connection.forget(request)
-        self._fail(request, error)
+        self.requestFailed(request, error)
         if connection is not None and self.maxOrphans is not None and connection.orphans > self.maxOrphans:
             self._retire(connection, f"more than maxOrphans={self.maxOrphans} requests left without their reply")
 
-    def _goaway(self, connection: SockShareClientProtocol, reason: str) -> None:
+    def goawayReceived(self, connection: SockShareClientProtocol, reason: str) -> None:
         self._events.goawaysReceived += 1
         _log.info("{endpoint} sent GOAWAY: {reason}", endpoint=self.endpointDescription, reason=reason)
 
@@ -607,7 +612,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             if not request.called:
                 if request.connection is not None:
                     request.connection.forget(request, cancel=False)  # it is aborted next
-                self._fail(request, error)
+                self.requestFailed(request, error)
         if closing.connecting is not None:
             closing.connecting.abandon("closing")
         for connection in list(self._connections):

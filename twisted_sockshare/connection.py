@@ -113,53 +113,53 @@ class ConnectionOwner(_Interface):
     #: Whether to log each connection's life (debug level).
     noisy: bool
 
-    def _settle(self, request: _Request, kind: int, payload: bytes, now: float) -> None:
+    def requestAnswered(self, request: _Request, kind: int, payload: bytes, now: float) -> None:
         """
         A reply of C{kind} (C{RESPONSE} or C{ERROR}) came for C{request}, in
         a chunk received at C{now} (the client's clock; 0 unless the client
         counts latency, C{latencyHistogram}).
         """
 
-    def _fail(self, request: _Request, error: BaseException) -> None:
+    def requestFailed(self, request: _Request, error: BaseException) -> None:
         """C{request} failed with C{error} and is no longer on the connection."""
 
-    def _lost(self, request: _Request, error: BaseException, graceful: bool) -> None:
+    def requestLost(self, request: _Request, error: BaseException, graceful: bool) -> None:
         """
         C{request} was written on a connection the server closed (cleanly
         after sending something, if C{graceful}) without answering it: the
         client fails it with C{error}, or sends it again.
         """
 
-    def _refused(self, request: _Request, reason: str) -> None:
+    def requestRefused(self, request: _Request, reason: str) -> None:
         """
         The server refused C{request} (REFUSED): its handler was not called,
         and it may be sent again anywhere.
         """
 
-    def _resend(self, request: _Request, payload: bytes) -> None:
+    def requestUnsent(self, request: _Request, payload: bytes) -> None:
         """
         C{request}, held by the connection within the server's announced
         C{maxInFlight}, was never written; the connection stops taking
         requests: send it elsewhere.
         """
 
-    def _full(self, connection: SockShareClientProtocol, why: str) -> None:
+    def connectionFull(self, connection: SockShareClientProtocol, why: str) -> None:
         """
         C{connection} takes no new request (C{why}: C{"requests"}, it has
         written C{maxRequestsPerConnection}; C{"ids"}, every request id of
         the codec is held): it is to be retired.
         """
 
-    def _lateReply(self) -> None:
+    def lateReply(self) -> None:
         """A reply came for a request no longer waited for."""
 
-    def _connectionUnusable(self, connection: SockShareClientProtocol) -> None:
+    def connectionUnusable(self, connection: SockShareClientProtocol) -> None:
         """C{connection} takes no new requests from now on."""
 
-    def _goaway(self, connection: SockShareClientProtocol, reason: str) -> None:
+    def goawayReceived(self, connection: SockShareClientProtocol, reason: str) -> None:
         """C{connection} received GOAWAY; it retires right after."""
 
-    def _connectionGone(self, connection: SockShareClientProtocol, tlsFailed: bool) -> None:
+    def connectionGone(self, connection: SockShareClientProtocol, tlsFailed: bool) -> None:
         """
         C{connection} was lost (C{tlsFailed}: its TLS handshake failed); its
         requests are failed right after.
@@ -365,7 +365,7 @@ class SockShareClientProtocol(Protocol):
                 frame = encode(requestId, payload)
             except Exception as error:
                 # The codec refused it: it fails alone, and never was here.
-                self._owner._fail(request, _codecRefusal(error))
+                self._owner.requestFailed(request, _codecRefusal(error))
                 return
         request.requestId = requestId
         request.connection = self
@@ -441,7 +441,7 @@ class SockShareClientProtocol(Protocol):
                 f"payload of {len(payload)} bytes exceeds the server's maxPayload={peer.maxPayload} "
                 "(announced in its HELLO)"
             )
-            self._owner._fail(request, error)
+            self._owner.requestFailed(request, error)
             return b""
         extra = request.extra
         timeout = peer.requestTimeout if extra is None or extra.timeout is None else extra.timeout
@@ -477,7 +477,7 @@ class SockShareClientProtocol(Protocol):
         go elsewhere.
         """
         held, self._held = self._held, deque()
-        resend = self._owner._resend
+        resend = self._owner.requestUnsent
         for request, payload in held:
             if not request.called:
                 request.connection = None
@@ -515,9 +515,9 @@ class SockShareClientProtocol(Protocol):
             self._requestsLeft -= self._writesCounted
         freeIds = self._maxId + 1 - len(self._table)
         if self._requestsLeft == 0:
-            self._owner._full(self, "requests")
+            self._owner.connectionFull(self, "requests")
         elif freeIds <= 0:
-            self._owner._full(self, "ids")
+            self._owner.connectionFull(self, "ids")
         else:
             self._writesLeft = self._writesCounted = min(self._requestsLeft or freeIds, freeIds)
 
@@ -538,7 +538,7 @@ class SockShareClientProtocol(Protocol):
                 # outstanding here.  Anything else, from the first frame
                 # that is not one, goes to the decoder.
                 table = self._table
-                settle = self._owner._settle
+                settle = self._owner.requestAnswered
                 maxLength = self._maxLength
                 offset = 0
                 end = len(data)
@@ -596,16 +596,16 @@ class SockShareClientProtocol(Protocol):
                     if self.state is LIVE or self.state is RETIRING:
                         self._violated("a reply came with no request outstanding")
                         return
-                    owner._lateReply()
+                    owner.lateReply()
                     continue
                 requestId = next(iter(table))
             request = table.pop(requestId, None)
             if request is None:
                 if self.orphans:
                     self.orphans -= 1
-                owner._lateReply()
+                owner.lateReply()
                 continue
-            owner._settle(request, kind, payload, now)
+            owner.requestAnswered(request, kind, payload, now)
 
     def _control(self, requestId: int, kind: int, payload: bytes) -> None:
         """
@@ -616,11 +616,11 @@ class SockShareClientProtocol(Protocol):
             if request is None:
                 if self.orphans:
                     self.orphans -= 1
-                self._owner._lateReply()
+                self._owner.lateReply()
             else:
-                self._owner._refused(request, payload.decode("utf-8", "replace"))
+                self._owner.requestRefused(request, payload.decode("utf-8", "replace"))
         elif kind == GOAWAY:
-            self._owner._goaway(self, payload.decode("utf-8", "replace"))
+            self._owner.goawayReceived(self, payload.decode("utf-8", "replace"))
             self.retire()
         elif kind == PING:
             if len(payload) > MAX_PING_PAYLOAD:
@@ -712,7 +712,7 @@ class SockShareClientProtocol(Protocol):
         if self.state is not LIVE:
             return
         self.state = RETIRING
-        self._owner._connectionUnusable(self)
+        self._owner.connectionUnusable(self)
         if self._held:
             self._handOver()
         self._closeIfQuiet()
@@ -759,7 +759,7 @@ class SockShareClientProtocol(Protocol):
         graceful = self.received and reason.check(ConnectionDone) is not None
         # The client forgets this connection first, so that requests made by
         # the errbacks below go to a new one.
-        owner._connectionGone(self, tlsFailed)
+        owner.connectionGone(self, tlsFailed)
         if self._held:
             self._handOver()
         requests = [request for request in self._table.values() if request is not None]
@@ -780,9 +780,9 @@ class SockShareClientProtocol(Protocol):
         for request in requests:
             if not request.called:
                 if tlsFailed:
-                    owner._fail(request, error)
+                    owner.requestFailed(request, error)
                 else:
-                    owner._lost(request, error, graceful)
+                    owner.requestLost(request, error, graceful)
 
     # -- Helpers -----------------------------------------------------------------
 
@@ -791,7 +791,7 @@ class SockShareClientProtocol(Protocol):
         # A PING already waiting keeps waiting: no byte in time aborts a
         # graceful close sooner than closeTimeout would.
         self._liveness.stopRegular()
-        self._owner._connectionUnusable(self)
+        self._owner.connectionUnusable(self)
         if self._held:
             self._handOver()
 
@@ -825,7 +825,7 @@ class SockShareClientProtocol(Protocol):
     def _failAll(self, error: BaseException) -> None:
         requests = [request for request in self._table.values() if request is not None]
         self._table.clear()
-        fail = self._owner._fail
+        fail = self._owner.requestFailed
         for request in requests:
             if not request.called:
                 fail(request, error)

@@ -150,8 +150,7 @@ class _Exchange(_GatewayLeaf):
                 request.finish()
 
         def done(result: object) -> object:
-            gateway.inFlight.discard(d)
-            gateway._checkDrained()
+            gateway.ended(d)
             return result
 
         d.addCallbacks(answered, failed).addBoth(done)
@@ -301,6 +300,14 @@ class GatewayResource(Resource):
         self._drainWaiters.append(waiter)
         self._checkDrained()
         return waiter
+
+    def ended(self, request: Deferred[bytes]) -> None:
+        """
+        The backend request C{request} (one of L{inFlight}) is answered or
+        failed: forget it; fire L{drained}'s Deferreds if it was the last.
+        """
+        self.inFlight.discard(request)
+        self._checkDrained()
 
     def cancelInFlight(self) -> None:
         """
