@@ -92,6 +92,8 @@ class _FaultyProtocol(Protocol):
     def __init__(self, backend: FaultyBackend) -> None:
         self._backend = backend
         self._decoder = FrameDecoder(1 << 24, SERVER_RECEIVES)
+        # The slow mode's replies not sent yet.
+        self._later: set[Any] = set()
         # After half a frame, nothing more is written on this connection
         # (anything more would corrupt the stream, not just cut it).
         self._broken = False
@@ -117,7 +119,8 @@ class _FaultyProtocol(Protocol):
         if mode == "answer":
             transport.write(frame)
         elif mode == "slow":
-            self._backend.reactor.callLater(self._backend.delay, self._late, frame)
+            call = self._backend.reactor.callLater(self._backend.delay, self._late, frame)
+            self._later.add(call)
         elif mode == "error":
             transport.write(encodeFrame(requestId, ERROR, b"RuntimeError: injected"))
         elif mode == "closeMidFrame":
@@ -133,11 +136,17 @@ class _FaultyProtocol(Protocol):
             raise ValueError(f"unknown mode {mode!r}")
 
     def _late(self, frame: bytes) -> None:
+        self._later = {call for call in self._later if call.active()}
         if self.connected and not self._broken:
             self.transport.write(frame)  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._backend.connections.discard(self)
+        # The replies still to come have nobody to go to.
+        for call in self._later:
+            if call.active():
+                call.cancel()
+        self._later.clear()
 
 
 class FaultyBackend(Factory):

@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from inspect import isawaitable
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -16,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -235,3 +238,29 @@ class SmallIds(Multiplexed):
 
     def __init__(self, maxRequestId: object) -> None:
         self.maxRequestId = maxRequestId
+
+
+async def waitUntil(
+    condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 20.0, interval: float = 0.05
+) -> None:
+    """
+    Wait, on the global reactor, until C{condition()} (a bool, or an
+    awaitable of one) is true: for tests on real sockets or processes,
+    whose progress takes as long as the machine's load makes it, instead of
+    a fixed sleep.
+
+    @param what: what is waited for, for the failure's message.
+    @raise AssertionError: if it is still false after C{timeout} seconds.
+    """
+    from twisted.internet import reactor
+
+    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
+    while True:
+        met = condition()
+        if isawaitable(met):
+            met = await met
+        if met:
+            return
+        if reactor.seconds() > deadline:  # type: ignore[attr-defined]
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await deferLater(reactor, interval, lambda: None)  # type: ignore[arg-type]

@@ -23,6 +23,8 @@ from twisted.trial.unittest import TestCase
 
 from twisted_sockshare import SockShareBalancer, SockShareServerFactory
 
+from .helpers import waitUntil
+
 SERVICE = "_sockshare._tcp.example.test"
 
 
@@ -135,18 +137,19 @@ class DNSDiscoveryTests(TestCase):
         self.assertEqual(set(await self.spread(balancer)), {"b1", "b2"})
 
         await self.dns.serve([self.ports["b1"], self.ports["b2"], self.ports["b3"]])
-        await deferLater(reactor, 1.2)
+        await waitUntil(lambda: len(balancer.endpoints) == 3, "b3 found in DNS")
         self.assertEqual(set(await self.spread(balancer)), {"b1", "b2", "b3"})
 
         # Removed while requests are in flight: none of them fails.
         inFlight = [balancer.request(b"in flight %d" % i) for i in range(50)]
         await self.dns.serve([self.ports["b2"], self.ports["b3"]])
-        await deferLater(reactor, 1.2)
+        await waitUntil(lambda: len(balancer.endpoints) == 2, "b1 gone from DNS")
         self.assertEqual(len(await gatherResults(inFlight)), 50)
         self.assertEqual(set(await self.spread(balancer)), {"b2", "b3"})
 
         self.dns.stop()
-        await deferLater(reactor, 1.5)
+        failures = balancer.stats()["discoveryFailures"]
+        await waitUntil(lambda: balancer.stats()["discoveryFailures"] > failures, "a lookup failed")
         self.assertEqual(set(await self.spread(balancer)), {"b2", "b3"})
         stats = balancer.stats()
         self.assertGreater(stats["discoveryFailures"], 0)

@@ -22,6 +22,7 @@ from twisted.web.client import Agent, readBody
 
 from twisted_sockshare import SockShareClientFactory
 
+from .helpers import waitUntil
 from .processes import Twistd
 
 POST_LUA = 'wrk.method = "POST"\nwrk.body = string.rep("x", 64)\n'
@@ -108,7 +109,12 @@ class GracefulBackendTests(TestCase):
         second = await self.backend("--listen", "tcp:0:interface=127.0.0.1", "--delay", "0.01")
         gateway = await self.gateway(first.port, second.port)
         load = ensureDeferred(self.wrk(gateway, 16, 8))
-        await sleep(1.5)
+
+        async def firstServing() -> bool:
+            return (await self.backendStats(first.port))["responses"] > 200
+
+        # Restarted once the load reaches it, not at a fixed moment.
+        await waitUntil(firstServing, "the first backend serving the load", 5)
         first.terminate()
         self.assertEqual(await first.exited(), 0, first.log())
         restarted = await self.backend("--listen", f"tcp:{first.port}:interface=127.0.0.1", "--delay", "0.01")

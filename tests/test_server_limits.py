@@ -24,6 +24,8 @@ from twisted.trial.unittest import TestCase
 from twisted_sockshare import SockShareServerFactory
 from twisted_sockshare.wire import CLIENT_RECEIVES, REQUEST, FrameDecoder, encodeFrame
 
+from .helpers import waitUntil
+
 FLOOD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flood.py")
 MiB = 1 << 20
 
@@ -99,7 +101,9 @@ class ServerLimitTests(TestCase):
         flood = getProcessOutputAndValue(
             sys.executable, [FLOOD, str(port), "--requests", "200000", "--size", "1024"], env=os.environ
         )
-        await sleep(3)
+        await waitUntil(lambda: factory.stats()["pausedConnections"] == 1, "the connection paused at the mark")
+        # Paused, it stays at the mark however long the flood goes on.
+        await sleep(0.5)
         growth = residentBytes() - before
         stats = factory.stats()
         self.assertEqual((len(held), stats["peakInFlight"], stats["pausedConnections"]), (1000, 1000, 1))
@@ -121,7 +125,8 @@ class ServerLimitTests(TestCase):
         process = reactor.spawnProcess(  # type: ignore[attr-defined]
             flooder, sys.executable, [sys.executable, FLOOD, str(port), "--no-read"], env=os.environ
         )
-        await sleep(3)
+        await waitUntil(lambda: factory.stats()["pausedConnections"] == 1, "the connection paused, its replies unread")
+        await sleep(0.5)
         growth = residentBytes() - before
         stats = factory.stats()
         self.assertEqual(stats["pausedConnections"], 1)
@@ -129,11 +134,7 @@ class ServerLimitTests(TestCase):
         self.assertLess(growth, 64 * MiB, f"grew by {growth / MiB:.1f} MiB")
         process.signalProcess("KILL")
         await flooder.ended
-        for _ in range(50):
-            if factory.stats()["connections"] == 0:
-                break
-            await sleep(0.1)
-        self.assertEqual(factory.stats()["connections"], 0)
+        await waitUntil(lambda: factory.stats()["connections"] == 0, "the killed client's connection closed")
 
     async def test_connectionsBeyondTheLimit(self) -> None:
         """maxConnections + 100 connections at once: exactly 100 refused at once, the rest served."""
