@@ -181,11 +181,15 @@ FLOORS = {name: "minimal" + name[len(name.split("-")[0]) :] for name in CASES}
 FLOORS["shared-no-timeouts"] = FLOORS["shared-latency"] = FLOORS["shared-v3"] = "minimal"
 
 
-def main() -> None:
+def main(cases: dict[str, Callable[[int], float]] = CASES, floors: dict[str, str] = FLOORS) -> None:
+    """
+    The command line of this script and of C{server_path.py}, for their
+    C{cases}, each compared with its floor (C{floors}).
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--profile", choices=sorted(CASES))
+    parser.add_argument("--profile", choices=sorted(cases))
     parser.add_argument(
         "--run",
         action="append",
@@ -196,17 +200,17 @@ def main() -> None:
     if args.run:
         for spec in args.run:
             name, rounds = spec.split(":")
-            CASES[name](int(rounds))
+            cases[name](int(rounds))
         return
     if args.profile:
         profile = cProfile.Profile()
-        profile.runcall(CASES[args.profile], args.rounds)
+        profile.runcall(cases[args.profile], args.rounds)
         pstats.Stats(profile).sort_stats("tottime").print_stats(15)
         return
-    best = {name: min(case(args.rounds) for _ in range(args.repeat)) for name, case in CASES.items()}
+    best = {name: min(case(args.rounds) for _ in range(args.repeat)) for name, case in cases.items()}
     for name, micros in best.items():
-        floor = best[FLOORS[name]]
-        print(f"{name:<20} {micros:6.2f} us/request  ({100 * (micros / floor - 1):+.0f}% vs {FLOORS[name]})")
+        floor = best[floors[name]]
+        print(f"{name:<20} {micros:6.2f} us/request  ({100 * (micros / floor - 1):+.0f}% vs {floors[name]})")
 
 
 if __name__ == "__main__":

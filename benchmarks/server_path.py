@@ -16,29 +16,20 @@ machine's load, C{benchmarks/instructions.py} runs it under callgrind.
 
 from __future__ import annotations
 
-import argparse
-import cProfile
 import gc
-import pstats
 import time
 from collections.abc import Callable
 
+import request_path  # this directory's: the same command line
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from twisted_sockshare import SockShareServerFactory
 from twisted_sockshare.bench.backend import MinimalServerProtocol
 from twisted_sockshare.wire import REQUEST, encodeFrame
 
-
-class RealTimeClock(Clock):
-    """
-    A clock read the way a real reactor's is, by one builtin call, and
-    whose timers are never run.
-    """
-
-    seconds = staticmethod(time.monotonic)  # type: ignore[assignment]
+#: A clock read as a real reactor's is, whose timers never run.
+RealTimeClock = request_path.RealTimeClock
 
 
 def _identity(payload: bytes) -> bytes:
@@ -88,33 +79,5 @@ CASES: dict[str, Callable[[int], float]] = {
 FLOORS = {name: "minimal-server" + name.removeprefix("minimal-").removeprefix("server") for name in CASES}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--profile", choices=sorted(CASES))
-    parser.add_argument(
-        "--run",
-        action="append",
-        metavar="CASE:ROUNDS",
-        help="run CASE once for ROUNDS rounds, and print nothing (repeatable; for callgrind)",
-    )
-    args = parser.parse_args()
-    if args.run:
-        for spec in args.run:
-            name, rounds = spec.split(":")
-            CASES[name](int(rounds))
-        return
-    if args.profile:
-        profile = cProfile.Profile()
-        profile.runcall(CASES[args.profile], args.rounds)
-        pstats.Stats(profile).sort_stats("tottime").print_stats(15)
-        return
-    best = {name: min(case(args.rounds) for _ in range(args.repeat)) for name, case in CASES.items()}
-    for name, micros in best.items():
-        floor = best[FLOORS[name]]
-        print(f"{name:<20} {micros:6.2f} us/request  ({100 * (micros / floor - 1):+.0f}% vs {FLOORS[name]})")
-
-
 if __name__ == "__main__":
-    main()
+    request_path.main(CASES, FLOORS)
