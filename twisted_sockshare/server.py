@@ -738,10 +738,10 @@ class SockShareServerFactory(Factory):
         @param writeBufferSize: the bytes of responses waiting to be sent on
             a connection above which the server stops reading its requests
             until they are sent (the client is not reading them): the
-            C{bufferSize} of Twisted's TCP and UNIX transports.  Above
-            the transports' default of 64 KiB so that a chunk's large
-            responses, written together, do not stop reading until the
-            transport has tried to send them.
+            C{bufferSize} of Twisted's TCP and UNIX transports, which is
+            also the most they read at once.  Above their default of 64 KiB
+            so that a chunk's large responses, written together, do not stop
+            reading before the transport has tried to send them.
         @raise TypeError: if an option has the wrong type.
         @raise ValueError: if an option is out of range.
         """
