@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_sockshare import RequestTimeout, SockShareClientFactory
 from twisted_sockshare._request import _Request
 from twisted_sockshare.codecs import Delimited
 from twisted_sockshare.connection import ConnectionState, SockShareClientProtocol
@@ -18,7 +19,7 @@ from twisted_sockshare.errors import ConnectionDropped, ProtocolViolation
 from twisted_sockshare.options import ClientOptions
 from twisted_sockshare.wire import CANCEL, ERROR, PING, PONG, RESPONSE, encodeFrame
 
-from .helpers import SmallIds, StrictTransport
+from .helpers import FakeEndpoint, SmallIds, StrictTransport
 
 
 class RecordingOwner:
@@ -321,3 +322,56 @@ class ConnectionTests(SynchronousTestCase):
     def test_stateValuesDocumented(self) -> None:
         """The four states, in the order of a connection's life."""
         self.assertEqual([s.value for s in ConnectionState], ["live", "retiring", "closing", "lost"])
+
+
+class RetiringViolationTests(SynchronousTestCase):
+    """
+    A retiring connection that breaks the protocol fails its
+    requests once, and is left for good (the flags of 0.1.0 diverged here).
+    """
+
+    def test_retiringConnectionBreaksProtocol(self) -> None:
+        """Its requests fail with ProtocolViolation, once; it closes; the client goes on with a fresh connection."""
+        endpoint, clock = FakeEndpoint(), Clock()
+        client = SockShareClientFactory(endpoint, clock, maxLifetime=1, idleTimeout=None, requestTimeout=None)
+        stuck = client.request(b"1")
+        old = endpoint.last
+        old.succeed()
+        clock.advance(2)
+        fresh = client.request(b"2")
+        self.assertIs(old.protocol.state, ConnectionState.RETIRING)  # type: ignore[attr-defined]
+        old.protocol.dataReceived(b"\x00\x00\x00\x01junk")  # type: ignore[attr-defined]
+        old.protocol.dataReceived(b"\x00\x00\x00\x01junk")  # type: ignore[attr-defined]
+        self.failureResultOf(stuck, ProtocolViolation)
+        self.assertIs(old.protocol.state, ConnectionState.CLOSING)  # type: ignore[attr-defined]
+        self.assertTrue(old.transport.aborted)
+        old.drop()
+        self.assertIs(old.protocol.state, ConnectionState.LOST)  # type: ignore[attr-defined]
+        endpoint.last.succeed()
+        endpoint.last.respond(0, b"two")
+        self.assertEqual(self.successResultOf(fresh), b"two")
+        s = client.stats()
+        self.assertEqual((s["failures"], s["responses"], s["pending"], s["connectionsClosed"]), (1, 1, 0, 1))
+
+    def test_retiringRequestTimesOut(self) -> None:
+        """A timeout on a retiring connection resets it; its other requests fail with ConnectionDropped."""
+        endpoint, clock = FakeEndpoint(), Clock()
+        client = SockShareClientFactory(
+            endpoint, clock, maxLifetime=1, idleTimeout=None, requestTimeout=3, resetOnTimeout=True
+        )
+        first = client.request(b"1")
+        old = endpoint.last
+        old.succeed()
+        clock.advance(1)
+        second = client.request(b"2")  # retires the old connection
+        self.assertNoResult(second)
+        clock.advance(2)
+        self.failureResultOf(first, RequestTimeout)
+        self.assertTrue(old.transport.aborted)
+        self.assertNoResult(second)
+        old.drop()
+        self.assertNoResult(second)
+        clock.advance(1)
+        self.failureResultOf(second, RequestTimeout)
+        self.assertEqual(client.pending, 0)
+        self.assertEqual(client.stats()["failures"], 2)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_deadlines -*-
+# -*- test-case-name: tests.test_wire_v3 -*-
 """
 What a server's handler may know about the request it serves besides its
 bytes: the caller's deadline (L{RequestContext}).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_findings -*-
+# -*- test-case-name: tests.test_input_checks -*-
 """
 A shared client's options, documented and checked once, in one place.
 

@@ -1,7 +1,7 @@
 """
-Wire format v2, rule by rule and race by race, with fake transports and a
-Clock: CANCEL, GOAWAY, PING/PONG, and the defaults that keep requests on one
-connection from sharing a fate.
+The control frames, rule by rule and race by race, with fake transports and
+a Clock: CANCEL, GOAWAY, PING/PONG on the client and the server, and the
+defaults that keep requests on one connection from sharing a fate.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def frames(transport: StringTransport) -> list[tuple[int, int, bytes]]:
     return FrameDecoder(2**31, CLIENT_RECEIVES).feed(transport.value())
 
 
-class ServerV2Tests(SynchronousTestCase):
+class ServerControlFrameTests(SynchronousTestCase):
     def serve(self, **options: object) -> tuple:
         self.clock = Clock()
         self.held: dict[bytes, Deferred[bytes]] = {}
@@ -139,7 +139,7 @@ class ServerV2Tests(SynchronousTestCase):
         self.assertEqual(frames(transport), [(0, GOAWAY, b"the server is shutting down")])
 
 
-class ClientV2Tests(ClientTestCase):
+class ClientControlFrameTests(ClientTestCase):
     def test_timeoutFailsAlone(self) -> None:
         """By default a timeout fails its request alone and sends CANCEL; the others and the connection live on."""
         client = self.makeClient(requestTimeout=10)

@@ -1,5 +1,5 @@
 """
-Wire v2 end to end, with real twistd processes: a backend stopped with
+Graceful restarts end to end, with real twistd processes: a backend stopped with
 SIGTERM answers what is in flight and exits 0; under wrk load through the
 gateway, a backend restarted with SIGTERM costs no request; one caller uses
 a handful of backend connections, not one per request.
