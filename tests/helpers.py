@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -264,3 +264,16 @@ async def waitUntil(
         if reactor.seconds() > deadline:  # type: ignore[attr-defined]
             raise AssertionError(f"not within {timeout} s: {what}")
         await deferLater(reactor, interval, lambda: None)  # type: ignore[arg-type]
+
+
+def oneTurn(clock: Clock) -> None:
+    """
+    Run what is due on C{clock} now, and not what that schedules for now:
+    one turn of a reactor (L{Clock.advance} would run those too).
+    """
+    due = [call for call in clock.getDelayedCalls() if call.getTime() <= clock.seconds()]
+    for call in due:
+        if call.active():
+            clock.calls.remove(call)
+            call.called = 1
+            call.func(*call.args, **call.kw)

@@ -552,7 +552,7 @@ class ReportTests(SynchronousTestCase):
         with open(path) as f:
             data = json.load(f)
         self.assertEqual(data["rows"][0]["strategy"], "shared")
-        self.assertEqual(set(data), {"machine", "plan", "rows", "bursty", "memory", "skipped", "process"})
+        self.assertEqual(set(data), {"machine", "plan", "rows", "bursty", "memory", "skipped", "process", "mixed"})
 
     def test_plot(self) -> None:
         """The plot is written where asked (matplotlib is the plot extra)."""

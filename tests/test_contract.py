@@ -28,10 +28,12 @@ from twisted_sockshare import (
     SockShareError,
     TooManyPending,
 )
+from twisted_sockshare._fragments import TURN_BYTES
 from twisted_sockshare.interfaces import ISockShareClient
 from twisted_sockshare.stats import STAT_KEYS
 
 from .contract import IMPLEMENTATIONS, Backends, RefusingCodec
+from .helpers import oneTurn
 
 
 class Outcomes:
@@ -351,6 +353,33 @@ class ContractMixin:
         second = self.outcomes.track(client.request(b"deadline 2", timeout=0.25))
         plain = self.outcomes.track(client.request(b"deadline 3"))
         self.assertEqual((first, second, plain), ([b"2.001"], [b"0.251"], [b"None"]))
+        self.assertNothingLeft(client)
+
+    def test_largeMessagesInFragments(self) -> None:
+        """
+        Wire v3: requests and replies above fragmentSize cross in fragments,
+        a turn of the reactor at a time, while a small request made after
+        them is answered at once; a request cancelled with part of it sent
+        fails alone and never reaches the handler; every Deferred fires once
+        and nothing is left.
+        """
+        client = self.client(fragmentSize=1024, requestTimeout=None)
+        self.assertEqual(self.outcomes.track(client.request(b"echo warm")), [b"echo warm"])
+        large = [b"echo %d " % i + bytes([65 + i]) * (3 * TURN_BYTES) for i in range(3)]
+        answers = [self.outcomes.track(client.request(payload)) for payload in large]
+        held = b"hold " + b"h" * (3 * TURN_BYTES)
+        cancelled = client.request(held)
+        cancelledResults = self.outcomes.track(cancelled)
+        small = self.outcomes.track(client.request(b"echo small"))
+        self.assertEqual((small, answers[0]), ([b"echo small"], []))
+        oneTurn(self.reactor)
+        cancelled.cancel()
+        self.assertTrue(failedWith(cancelledResults, CancelledError))
+        for _ in range(40):
+            oneTurn(self.reactor)
+        self.assertEqual(answers, [[payload] for payload in large])
+        self.assertNotIn(held, self.handler.seen)
+        self.assertEqual(client.pending, 0)
         self.assertNothingLeft(client)
 
     def test_keepsWithinTheServersLimit(self) -> None:

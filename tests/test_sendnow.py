@@ -92,15 +92,17 @@ class RealSocketTests(TestCase):
     of a chunk's replies are sent at once, not through C{write()}.
     """
 
-    async def connect(self, maxPayload: int = 1_048_576) -> SockShareClientFactory:
+    async def connect(self, maxPayload: int = 1_048_576, fragmentSize: int | None = 16_384) -> SockShareClientFactory:
         """
         A client of a server on loopback that answers each payload upper-cased.
         """
-        server = SockShareServerFactory(lambda payload: payload.upper(), maxPayload=maxPayload)
+        server = SockShareServerFactory(
+            lambda payload: payload.upper(), maxPayload=maxPayload, fragmentSize=fragmentSize
+        )
         port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server)
         self.addCleanup(port.stopListening)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
-        client = SockShareClientFactory(endpoint, reactor, maxPayload=maxPayload)
+        client = SockShareClientFactory(endpoint, reactor, maxPayload=maxPayload, fragmentSize=fragmentSize)
         self.addCleanup(client.close)
         return client
 
@@ -130,11 +132,12 @@ class RealSocketTests(TestCase):
 
     async def test_moreThanOneSendTakes(self) -> None:
         """
-        Follow-ups far larger than one send() takes: the rest goes through
-        write() after what was sent, and every reply comes back whole.
+        Follow-ups far larger than one send() takes, sent whole (neither
+        side sends fragments): the rest goes through write() after what was
+        sent, and every reply comes back whole.
         """
         size = 8 * 1024 * 1024
-        client = await self.connect(maxPayload=size + 16)
+        client = await self.connect(maxPayload=size + 16, fragmentSize=None)
         await client.request(b"connect")
         (connection,) = client._connections
         transport = connection.transport

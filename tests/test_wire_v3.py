@@ -146,7 +146,9 @@ class ServerV3Tests(SynchronousTestCase):
         protocol.dataReceived(clientHello(deadlines=True, refusals=True) + encodeFrame(1, REQUEST, b"a"))
         (first, second) = serverFrames(transport)
         self.assertEqual(first[:2], (0, PING))
-        self.assertEqual(parseHello(first[2]), Hello(deadlines=True, refusals=True, maxInFlight=7, maxPayload=1000))
+        self.assertEqual(
+            parseHello(first[2]), Hello(deadlines=True, refusals=True, maxInFlight=7, maxPayload=1000, fragments=True)
+        )
         self.assertEqual(second, (1, RESPONSE, b"a"))
         self.assertEqual(protocol.hello, Hello(deadlines=True, refusals=True))
 
@@ -338,7 +340,7 @@ class ClientV3Tests(ClientTestCase):
         attempt = self.endpoint.last
         attempt.succeed()
         ((token, payload), *_) = attempt.sentFrames(PING, announcements=True)
-        self.assertEqual(parseHello(payload), Hello(deadlines=True, refusals=True, maxPayload=5000))
+        self.assertEqual(parseHello(payload), Hello(deadlines=True, refusals=True, maxPayload=5000, fragments=True))
 
     def test_notesUntilTheServerSpeaks(self) -> None:
         """

@@ -19,6 +19,7 @@ from .errors import DeadlineExceeded
 from .wire import GOAWAY, Hello, encodeFrame
 
 if TYPE_CHECKING:
+    from ._fragments import Outbox, Reassembly
     from .server import SockShareServerFactory
     from .stats import ServerCounters
 
@@ -44,6 +45,8 @@ class _ServerTimers:
     _handle: Callable[[int, bytes], None]
     _refuseDraining: Callable[[int, bytes], None]
     _decoder: Any
+    _pieces: Reassembly | None
+    _outbox: Outbox | None
     _lost: bool
     _paused: bool
     _goneAway: bool
@@ -199,8 +202,11 @@ class _ServerTimers:
         timeout = factory.idleTimeout
         assert timeout is not None
         quiet = self._clock.seconds() - self._lastActive
-        stalled = self._decoder.buffered > 0
-        if quiet < timeout or (self._inFlight and not stalled):
+        # A request left partly sent, in fragments, is a frame left incomplete.
+        stalled = self._decoder.buffered > 0 or self._pieces is not None
+        # Responses still being sent, in fragments, are answers waited for.
+        sending = self._outbox is not None and self._outbox.queued > 0
+        if quiet < timeout or ((self._inFlight or sending) and not stalled):
             wait = timeout - quiet if quiet < timeout else timeout
             self._idleCall = self._clock.callLater(wait, self._checkIdle)
             return

@@ -145,6 +145,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
     resetOnTimeout: bool | None = _option("resetOnTimeout")
     latencyHistogram: bool = _option("latencyHistogram")
     maxRequestsPerConnection: int | None = _option("maxRequestsPerConnection")
+    fragmentSize: int | None = _option("fragmentSize")
 
     def __init__(
         self,
@@ -167,6 +168,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         connectBackoff: Callable[[int], float] | None = None,
         latencyHistogram: bool = False,
         maxRequestsPerConnection: int | None = None,
+        fragmentSize: int | None = 16_384,
     ) -> None:
         """
         Each keyword option is documented on L{ClientOptions}.
@@ -185,6 +187,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             keepAlive=keepAlive, codec=codec, maxLifetime=maxLifetime, maxOrphans=maxOrphans,
             pingInterval=pingInterval, pingTimeout=pingTimeout, connectBackoff=connectBackoff,
             latencyHistogram=latencyHistogram, maxRequestsPerConnection=maxRequestsPerConnection,
+            fragmentSize=fragmentSize,
         )  # fmt: skip
         reactor = maybeGlobalReactor(reactor)
         self._endpoint, self.endpointDescription = parseEndpoint(reactor, endpoint)

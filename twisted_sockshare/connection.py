@@ -23,6 +23,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._fragments import Outbox, Reassembly
 from ._liveness import _Liveness
 from ._nodelay import setNoDelay
 from ._sendnow import canSendNow, sendNow
@@ -32,6 +33,7 @@ from .wire import (
     BUDGET_SIZE,
     CANCEL,
     ERROR,
+    FRAGMENT,
     GOAWAY,
     HEADER_SIZE,
     HELLO_MAGIC,
@@ -79,6 +81,11 @@ _UNLIMITED = 1 << 62
 #: assumes 100 concurrent streams until the server's SETTINGS: a burst on a
 #: fresh connection waits one round trip beyond it, never more.
 INITIAL_WINDOW = 100
+#: The most a connection reads at once from a server that sends fragments
+#: (Twisted's transports read 64 KiB by default): several turns of the
+#: server's fragments (L{twisted_sockshare._fragments.TURN_BYTES}), and the
+#: small replies written between them.
+READ_SIZE = 262_144
 
 
 class ConnectionState(Enum):
@@ -181,9 +188,17 @@ class _Peer:
     @ivar maxPayload: the largest request payload it takes.
     @ivar requestTimeout: the client's.
     @ivar fullBudget: a whole C{requestTimeout}, as sent (0: none).
+    @ivar fragments: the request payloads above this size are sent in
+        fragments (it takes them, FRAGMENTS); L{_UNLIMITED}: none is.
+    @ivar inline: the largest payload the inline path of C{send} writes:
+        at most C{maxPayload}, and C{fragments}.
+    @ivar outbox: the large requests being sent, once there was one.
     """
 
-    __slots__ = ("hello", "limit", "limited", "budgets", "maxPayload", "requestTimeout", "fullBudget")
+    __slots__ = (
+        "hello", "limit", "limited", "budgets", "maxPayload", "requestTimeout", "fullBudget", "fragments", "inline",
+        "outbox",
+    )  # fmt: skip
 
     def __init__(self, requestTimeout: float | None) -> None:
         self.hello: Hello | None = None
@@ -193,6 +208,9 @@ class _Peer:
         self.maxPayload = _UNLIMITED
         self.requestTimeout = requestTimeout
         self.fullBudget = 0 if requestTimeout is None else budgetMilliseconds(requestTimeout)
+        self.fragments = _UNLIMITED
+        self.inline = _UNLIMITED
+        self.outbox: Outbox | None = None
 
 
 class SockShareClientProtocol(Protocol):
@@ -279,6 +297,8 @@ class SockShareClientProtocol(Protocol):
         # While replies are being delivered, the requests their callbacks
         # send are collected here and written at once.
         self._batch: list[bytes] | None = None
+        # The replies partly received, in fragments (None: none is).
+        self._pieces: Reassembly | None = None
 
     def __repr__(self) -> str:
         return f"<SockShareClientProtocol {self.state.value} outstanding={len(self._table)}>"
@@ -346,7 +366,7 @@ class SockShareClientProtocol(Protocol):
         self._nextId = requestId + 1 if requestId < maxId else 0
         if encode is None:
             frame = packHeader(MIN_LENGTH + len(payload), requestId, REQUEST) + payload
-        elif encode is _TIMED and len(payload) <= self._peer.maxPayload:
+        elif encode is _TIMED and len(payload) <= self._peer.inline:
             # A server of wire version 3: the request carries its budget.
             # Made just now (after the last time the client said what time it
             # is) with the client's requestTimeout, all of it is left.
@@ -359,6 +379,9 @@ class SockShareClientProtocol(Protocol):
         elif encode is _TIMED or encode is _V3 or encode is _NOTED:
             frame = self._versioned(request, requestId, payload)
             if not frame:
+                return
+            if len(payload) > self._peer.fragments:
+                self._sendLarge(request, requestId, payload, frame)
                 return
         else:
             try:
@@ -385,6 +408,36 @@ class SockShareClientProtocol(Protocol):
             self._writesLeft = countdown
             if countdown == 0:
                 self._checkFull()
+
+    def _sendLarge(self, request: _Request, requestId: int, payload: bytes, frame: bytes) -> None:
+        """
+        L{send}, for a request above the server's fragment size: its
+        C{frame} leaves a fragment at a time (L{Outbox}), and the requests
+        written meanwhile go out between its fragments.
+        """
+        request.requestId = requestId
+        request.connection = self
+        request.mark = self._chunks
+        request.payload = payload
+        self._table[requestId] = request
+        peer = self._peer
+        if peer.outbox is None:
+            size = self._options.fragmentSize
+            assert size is not None
+            peer.outbox = Outbox(self._clock, self._writeFragment, size)
+            # The transport says when its buffer is full: no fragment then.
+            self.transport.registerProducer(peer.outbox, True)  # type: ignore[union-attr]
+        peer.outbox.add(frame)
+        if self._writesLeft is not None:
+            self._writesLeft -= 1
+            if self._writesLeft == 0:
+                self._checkFull()
+
+    def _writeFragment(self, fragment: bytes) -> None:
+        if self._sendsNow:
+            sendNow(self.transport, fragment)
+        else:
+            self.transport.write(fragment)  # type: ignore[union-attr]
 
     def _sendWithin(self, request: _Request, payload: bytes) -> None:
         """
@@ -496,11 +549,22 @@ class SockShareClientProtocol(Protocol):
         peer.budgets = hello.deadlines
         if hello.maxPayload is not None:
             peer.maxPayload = hello.maxPayload
-        # A server that takes neither budgets nor REFUSED, with no smaller
-        # limit on payloads, gets the default frames; one that takes both
-        # (this project's), the inline path of send(), which keeps within
-        # its limit itself.
-        plain = not (hello.deadlines or hello.refusals) and peer.maxPayload >= self._options.maxPayload
+        if hello.fragments and self._options.fragmentSize is not None:
+            peer.fragments = self._options.fragmentSize
+        if hello.fragments and getattr(self.transport, "bufferSize", READ_SIZE) < READ_SIZE:
+            # What a Twisted transport reads at once: a server's turn of
+            # fragments and the replies written with it, in one read.
+            self.transport.bufferSize = READ_SIZE  # type: ignore[union-attr]
+        peer.inline = min(peer.maxPayload, peer.fragments)
+        # A server that takes neither budgets nor REFUSED nor fragments,
+        # with no smaller limit on payloads, gets the default frames; one
+        # that takes budgets and REFUSED (this project's), the inline path of
+        # send(), which keeps within its limit itself.
+        plain = (
+            not (hello.deadlines or hello.refusals)
+            and peer.maxPayload >= self._options.maxPayload
+            and peer.fragments == _UNLIMITED
+        )
         self._encode = encode = None if plain else _TIMED if hello.deadlines and hello.refusals else _V3
         self._setLimit(hello.maxInFlight, inline=encode is _TIMED)
 
@@ -535,18 +599,28 @@ class SockShareClientProtocol(Protocol):
             decoder = self._frames
             if decoder is not None and decoder.idle and self._encode is not _NOTED:
                 # The common case, decoded here: whole replies to requests
-                # outstanding here.  Anything else, from the first frame
-                # that is not one, goes to the decoder.
+                # outstanding here, and fragments of others.  Anything else,
+                # from the first frame that is not one, goes to the decoder.
                 table = self._table
                 settle = self._owner.requestAnswered
                 maxLength = self._maxLength
+                pieces = self._pieces
                 offset = 0
                 end = len(data)
                 while end - offset >= HEADER_SIZE:
                     length, requestId, kind = unpackHeader(data, offset)
                     stop = offset + 4 + length
                     if stop > end or length > maxLength or length < MIN_LENGTH or kind not in _REPLIES:
-                        break
+                        if kind != FRAGMENT or stop > end or length > maxLength or length < MIN_LENGTH:
+                            break
+                        self._fragment(requestId, data[offset + HEADER_SIZE : stop])
+                        if not self.usable:
+                            return
+                        pieces = self._pieces
+                        offset = stop
+                        continue
+                    if pieces is not None and requestId in pieces:
+                        break  # the last piece of a reply in fragments
                     request = table.pop(requestId, None)
                     if request is None:
                         break
@@ -599,6 +673,10 @@ class SockShareClientProtocol(Protocol):
                     owner.lateReply()
                     continue
                 requestId = next(iter(table))
+            elif self._pieces is not None and requestId in self._pieces:
+                payload = self._joined(requestId, kind, payload)
+                if not self.usable:
+                    return
             request = table.pop(requestId, None)
             if request is None:
                 if self.orphans:
@@ -607,11 +685,48 @@ class SockShareClientProtocol(Protocol):
                 continue
             owner.requestAnswered(request, kind, payload, now)
 
+    def _joined(self, requestId: int, kind: int, last: bytes) -> bytes:
+        """
+        The whole payload of a reply whose earlier pieces came in
+        fragments: all of them, for a RESPONSE; only its own for an ERROR
+        (a server that stops sending a response ends it with one).
+        """
+        pieces = self._pieces
+        assert pieces is not None
+        if kind == ERROR:
+            pieces.discard(requestId)
+            whole = last
+        else:
+            whole = pieces.join(requestId, last)
+            if len(whole) > self._options.maxPayload:
+                self._violated(
+                    f"a reply of {len(whole)} bytes in fragments, above maxPayload={self._options.maxPayload}"
+                )
+        if not len(pieces):
+            self._pieces = None
+        return whole
+
+    def _fragment(self, requestId: int, piece: bytes) -> None:
+        """
+        A FRAGMENT: a piece of the reply to C{requestId}, kept until its
+        last piece comes, if the reply is still waited for.
+        """
+        if self._table.get(requestId) is None:
+            return  # late, or not a request: its last piece says which
+        pieces = self._pieces
+        if pieces is None:
+            pieces = self._pieces = Reassembly(self._options.maxPayload, _UNLIMITED)
+        violation = pieces.add(requestId, piece)
+        if violation is not None:
+            self._violated(violation)
+
     def _control(self, requestId: int, kind: int, payload: bytes) -> None:
         """
-        A GOAWAY, PING or PONG from the server.
+        A FRAGMENT, REFUSED, GOAWAY, PING or PONG from the server.
         """
-        if kind == REFUSED:
+        if kind == FRAGMENT:
+            self._fragment(requestId, payload)
+        elif kind == REFUSED:
             request = self._table.pop(requestId, None)
             if request is None:
                 if self.orphans:
@@ -654,6 +769,11 @@ class SockShareClientProtocol(Protocol):
         requestId = request.requestId
         if requestId not in table:
             return 0  # held here (never written), or answered
+        if self._pieces is not None and self._pieces.discard(requestId) and not len(self._pieces):
+            self._pieces = None
+        outbox = self._peer.outbox
+        if outbox is not None and requestId in outbox:
+            return self._unsend(requestId)
         if self._ordered or cancel:
             table[requestId] = None
             self.orphans += 1
@@ -661,6 +781,26 @@ class SockShareClientProtocol(Protocol):
             del table[requestId]
         sent = 0
         if cancel and self._controls and self.usable:
+            self._write(encodeFrame(requestId, CANCEL, b""))
+            sent = 1
+        if self.state is RETIRING:
+            self._closeIfQuiet()
+        return sent
+
+    def _unsend(self, requestId: int) -> int:
+        """
+        L{forget} a request whose frame is not all written: the rest of it
+        never is.  The server never answers it, so its id is free at once;
+        if some of it was written, a CANCEL tells the server to drop that
+        part (whatever C{cancel} said: a later request with this id would
+        otherwise be taken for the rest of it).
+        """
+        outbox = self._peer.outbox
+        assert outbox is not None
+        started = outbox.remove(requestId)
+        del self._table[requestId]
+        sent = 0
+        if started and self.usable:
             self._write(encodeFrame(requestId, CANCEL, b""))
             sent = 1
         if self.state is RETIRING:
@@ -748,6 +888,9 @@ class SockShareClientProtocol(Protocol):
         before = self.state
         self.state = LOST
         self._liveness.stop()
+        self._pieces = None
+        if self._peer.outbox is not None:
+            self._peer.outbox.stop()
         if self._abortCall is not None:
             if self._abortCall.active():
                 self._abortCall.cancel()
@@ -788,6 +931,8 @@ class SockShareClientProtocol(Protocol):
 
     def _closing(self) -> None:
         self.state = CLOSING
+        if self._peer.outbox is not None:
+            self._peer.outbox.stop()
         # A PING already waiting keeps waiting: no byte in time aborts a
         # graceful close sooner than closeTimeout would.
         self._liveness.stopRegular()
@@ -845,12 +990,12 @@ def _lossError(where: str, why: str, retiring: bool, tlsFailed: bool) -> Excepti
 
 def _clientHello(maxPayload: int, cache: dict[int, bytes] = {}) -> bytes:  # noqa: B006
     """
-    The payload of a client's HELLO: it sends budgets, takes REFUSED, and
-    accepts replies up to C{maxPayload} bytes.
+    The payload of a client's HELLO: it sends budgets, takes REFUSED and
+    fragments, and accepts replies up to C{maxPayload} bytes.
     """
     hello = cache.get(maxPayload)
     if hello is None:
-        hello = cache[maxPayload] = Hello(deadlines=True, refusals=True, maxPayload=maxPayload).encode()
+        hello = cache[maxPayload] = Hello(deadlines=True, refusals=True, maxPayload=maxPayload, fragments=True).encode()
     return hello
 
 

@@ -22,6 +22,8 @@ from .wire import MAX_REQUEST_ID, MIN_LENGTH
 
 #: The largest payload a frame can carry.
 MAX_PAYLOAD = MAX_REQUEST_ID - MIN_LENGTH
+#: The smallest C{fragmentSize}, on clients and servers.
+MIN_FRAGMENT_SIZE = 1_024
 
 _MULTIPLEXED = Multiplexed()
 
@@ -177,6 +179,11 @@ class ClientOptions:
     #: 100, nginx's C{keepalive_requests}) never drops one.  L{None}: no
     #: limit.
     maxRequestsPerConnection: int | None = None
+    #: A request payload above this many bytes is sent in fragments of this
+    #: size to a server that takes them (wire version 3, FRAGMENTS), so the
+    #: small requests written meanwhile go out between them instead of
+    #: behind the whole message; at least 1,024.  L{None}: always whole.
+    fragmentSize: int | None = 16_384
 
     def __post_init__(self) -> None:
         _seconds("idleTimeout", self.idleTimeout, orNone=True, zero=True)
@@ -197,6 +204,7 @@ class ClientOptions:
         _count("maxPayload", self.maxPayload, minimum=0, maximum=MAX_PAYLOAD)
         _count("maxOrphans", self.maxOrphans, minimum=0, orNone=True)
         _count("maxRequestsPerConnection", self.maxRequestsPerConnection, minimum=1, orNone=True)
+        _count("fragmentSize", self.fragmentSize, minimum=MIN_FRAGMENT_SIZE, maximum=MAX_PAYLOAD, orNone=True)
         if self.resetOnTimeout is not None and not isinstance(self.resetOnTimeout, bool):
             raise TypeError(f"resetOnTimeout must be True, False or None, not {self.resetOnTimeout!r}")
         if self.codec is None:

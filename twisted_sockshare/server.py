@@ -46,17 +46,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._fragments import Outbox, Reassembly
 from ._nodelay import setNoDelay
 from ._reactor import maybeGlobalReactor
 from ._servertimers import _ServerTimers
 from .context import RequestContext, _current
 from .errors import DeadlineExceeded
-from .options import _count, _seconds
+from .options import MIN_FRAGMENT_SIZE, _count, _seconds
 from .stats import ServerCounters
 from .wire import (
     BUDGET_SIZE,
     CANCEL,
     ERROR,
+    FRAGMENT,
     HEADER_SIZE,
     HELLO_MAGIC,
     MAX_PING_PAYLOAD,
@@ -91,6 +93,8 @@ _log = Logger(namespace="twisted_sockshare.server")
 BATCH_LIMIT = 16_384
 # The largest payload answered on the plain path, in the batch.
 INLINE_LIMIT = BATCH_LIMIT - 1 - MIN_LENGTH - 4
+# No response is sent in fragments (the client does not take them).
+_WHOLE = 1 << 62
 
 
 def describeError(error: BaseException) -> str:
@@ -168,6 +172,11 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         # The largest response answered inline by _drain (0: none is, the
         # request takes _handle).
         self._inline = min(self._maxResponse, INLINE_LIMIT)
+        # Responses above this size are sent in fragments (the client takes
+        # them), by the outbox; the requests partly received, in fragments.
+        self._fragments = _WHOLE
+        self._outbox: Outbox | None = None
+        self._pieces: Reassembly | None = None
         self._lastActive = 0.0
         self._idleCall: IDelayedCall | None = None
         # When the frame now incomplete began (None: none is), and its timer.
@@ -245,6 +254,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         inFlight = self._inFlight
         limit = self._inline
         maxLength = self._maxPayload + MIN_LENGTH
+        pieces = self._pieces
         self._draining = True
         self._replies = replies = []
         # Counted at the end, as requests and responses at once: a handler
@@ -257,7 +267,16 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
                 length, requestId, kind = _unpackFrom(data, offset)
                 stop = offset + 4 + length
                 if kind != REQUEST or stop > end or not MIN_LENGTH <= length <= maxLength or requestId in inFlight:
-                    break
+                    if kind != FRAGMENT or stop > end or not MIN_LENGTH <= length <= maxLength:
+                        break
+                    self._fragment(requestId, data[offset + HEADER_SIZE : stop])
+                    if self._lost:
+                        break
+                    pieces = self._pieces
+                    offset = stop
+                    continue
+                if pieces is not None and requestId in pieces:
+                    break  # the last piece of a request in fragments
                 payload = data[offset + HEADER_SIZE : stop]
                 offset = stop
                 try:
@@ -310,7 +329,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         try:
             while backlog and not (self._busy or self._blocked or self._lost):
                 requestId, kind, payload = backlog.popleft()
-                if kind != REQUEST:
+                if kind != REQUEST or self._pieces is not None:
                     self._control(requestId, kind, payload)
                     limit = self._inline
                 elif requestId in inFlight:
@@ -349,7 +368,7 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         if self._stamps or "_handle" in self.__dict__:
             self._inline = 0
         else:
-            self._inline = min(self._maxResponse, INLINE_LIMIT)
+            self._inline = min(self._maxResponse, INLINE_LIMIT, self._fragments)
 
     def _flush(self) -> None:
         """
@@ -379,9 +398,26 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
 
     def _control(self, requestId: int, kind: int, payload: bytes) -> None:
         """
-        A TIMED_REQUEST, CANCEL, PING or PONG from the client.
+        A TIMED_REQUEST, CANCEL, PING, PONG or FRAGMENT from the client; a
+        REQUEST, while requests are partly received.
         """
-        if kind == TIMED_REQUEST:
+        readAt = self._readAt
+        if (kind == REQUEST or kind == TIMED_REQUEST) and self._pieces is not None and requestId in self._pieces:
+            readAt = self._pieces.began[requestId]
+            payload = self._joined(requestId, payload)
+        if kind == REQUEST:
+            if len(payload) > self._maxPayload:
+                self._violated(f"a request of {len(payload)} bytes, above maxPayload={self._maxPayload}")
+            elif requestId in self._inFlight:
+                self._violated(f"request id {requestId} is already in flight on this connection")
+            elif requestId == self._noted:
+                self._noted = -1
+                self._handleTimed(requestId, payload, self._notedBudget)
+            else:
+                self._handle(requestId, payload)
+        elif kind == FRAGMENT:
+            self._fragment(requestId, payload)
+        elif kind == TIMED_REQUEST:
             size = len(payload) - BUDGET_SIZE
             if not self._stamps:
                 self._violated("a TIMED_REQUEST from a client whose HELLO did not announce budgets")
@@ -392,15 +428,25 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
             elif requestId in self._inFlight:
                 self._violated(f"request id {requestId} is already in flight on this connection")
             else:
-                self._handleTimed(requestId, payload[BUDGET_SIZE:], parseBudget(payload, 0))
+                self._handleTimed(requestId, payload[BUDGET_SIZE:], parseBudget(payload, 0), readAt)
         elif kind == CANCEL:
             # The handler's Deferred fails with CancelledError (the request
             # is answered with an ERROR saying so), unless its canceller gives
             # it a result.  A CANCEL that crossed the answer finds nothing.
+            # A request partly received is dropped, never answered; a
+            # response partly sent is ended with that ERROR.
             deferred = self._inFlight.get(requestId)
             if deferred is not None:
                 self._counters.cancelsReceived += 1
                 deferred.cancel()
+            elif self._pieces is not None and self._pieces.discard(requestId):
+                self._counters.cancelsReceived += 1
+                if not len(self._pieces):
+                    self._pieces = None
+            elif self._outbox is not None and self._outbox.remove(requestId) is not None:
+                self._counters.cancelsReceived += 1
+                error = CancelledError("the request was cancelled while its response was being sent")
+                self._write(encodeFrame(requestId, ERROR, describeError(error).encode("utf-8")))
         elif kind == PING:
             if len(payload) > MAX_PING_PAYLOAD:
                 self._violated(f"a PING carries {len(payload)} bytes, above {MAX_PING_PAYLOAD}")
@@ -414,6 +460,37 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
                     self._notedBudget = parseBudget(payload, len(NOTE_MAGIC))
             else:
                 self._write(encodeFrame(requestId, PONG, payload))
+
+    def _fragment(self, requestId: int, piece: bytes) -> None:
+        """
+        A FRAGMENT: a piece of a request, kept until its last piece comes.
+        Requests partly received count against C{maxInFlight}, as many as
+        the client may have outstanding.
+        """
+        if self._hello is None:
+            self._violated("a FRAGMENT from a client that sent no HELLO")
+            return
+        if requestId in self._inFlight:
+            self._violated(f"request id {requestId} is already in flight on this connection")
+            return
+        pieces = self._pieces
+        if pieces is None:
+            pieces = self._pieces = Reassembly(self._maxPayload + BUDGET_SIZE, self._factory.maxInFlight)
+        violation = pieces.add(requestId, piece, self._readAt)
+        if violation is not None:
+            self._violated(violation)
+
+    def _joined(self, requestId: int, last: bytes) -> bytes:
+        """
+        The whole payload of a request whose earlier pieces came in
+        fragments.
+        """
+        pieces = self._pieces
+        assert pieces is not None
+        whole = pieces.join(requestId, last)
+        if not len(pieces):
+            self._pieces = None
+        return whole
 
     def _greeted(self, payload: bytes) -> None:
         """
@@ -432,6 +509,8 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
             self._readAt = self._clock.seconds()
         if hello.maxPayload is not None and hello.maxPayload < self._maxResponse:
             self._maxResponse = hello.maxPayload
+        if hello.fragments and self._factory.fragmentSize is not None:
+            self._fragments = self._factory.fragmentSize
         if hello.refusals:
             factory = self._factory
             if factory.drainReason is not None and self._goneAway:
@@ -466,26 +545,69 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
 
     # IPushProducer: the transport tells us about its write buffer.
 
+    # Responses waiting in the outbox behind the one being sent count as
+    # waiting in the transport's buffer: above writeBufferSize of them,
+    # reading stops too.  One large response alone never stops it: the
+    # answers to the requests read meanwhile go out between its fragments.
+
     def pauseProducing(self) -> None:
         self._blocked = True
+        if self._outbox is not None:
+            self._outbox.pause()
         self._updateReading()
 
     def resumeProducing(self) -> None:
+        outbox = self._outbox
+        if outbox is not None:
+            outbox.resume()
+            if outbox.backlog > self._factory.writeBufferSize:
+                return
         self._blocked = False
         self._drain()
 
     def stopProducing(self) -> None:
         self._lost = True
 
+    def _sendLarge(self, frame: bytes) -> None:
+        """
+        Send C{frame}, a response above the client's fragment size, a
+        fragment at a time (L{Outbox}): the answers written meanwhile go out
+        between its fragments.
+        """
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = Outbox(self._clock, self._writeFragment, self._fragments, self._fragmentSent)
+            if self._blocked:
+                outbox.pause()
+        outbox.add(frame)
+        if outbox.backlog > self._factory.writeBufferSize and not self._blocked:
+            self._blocked = True
+            self._updateReading()
+
+    def _writeFragment(self, fragment: bytes) -> None:
+        if not self._lost:
+            self.transport.write(fragment)  # type: ignore[union-attr]
+
+    def _fragmentSent(self) -> None:
+        """
+        A fragment left: read again once what waits is below writeBufferSize.
+        """
+        outbox = self._outbox
+        assert outbox is not None
+        if self._blocked and not outbox.paused and outbox.backlog <= self._factory.writeBufferSize:
+            self._blocked = False
+            self._drain()
+
     # -- Handling --------------------------------------------------------------
 
-    def _handleTimed(self, requestId: int, payload: bytes, budget: int) -> None:
+    def _handleTimed(self, requestId: int, payload: bytes, budget: int, readAt: float | None = None) -> None:
         """
-        A request with C{budget} milliseconds left when its chunk was read:
-        answered with an ERROR if they are spent, else handled, with its
-        deadline in L{RequestContext} and watched while the handler runs.
+        A request with C{budget} milliseconds left when its chunk was read
+        (the chunk of its first fragment: C{readAt}): answered with an ERROR
+        if they are spent, else handled, with its deadline in
+        L{RequestContext} and watched while the handler runs.
         """
-        deadline = self._readAt + budget / 1000
+        deadline = (self._readAt if readAt is None else readAt) + budget / 1000
         if budget == 0 or deadline <= self._clock.seconds():
             self._counters.requests += 1
             self._counters.deadlineOnArrival += 1
@@ -620,7 +742,10 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
             self._sendError(requestId, ValueError(f"response of {len(result)} bytes exceeds {text}"), None)
         else:
             self._counters.responses += 1
-            self._write(encodeFrame(requestId, RESPONSE, bytes(result)))
+            if len(result) > self._fragments:
+                self._sendLarge(encodeFrame(requestId, RESPONSE, bytes(result)))
+            else:
+                self._write(encodeFrame(requestId, RESPONSE, bytes(result)))
 
     def _sendError(self, requestId: int, error: BaseException, reason: Failure | None) -> None:
         self._counters.errors += 1
@@ -651,6 +776,9 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         self._idleCall = self._frameCall = self._handlerCall = self._ageCall = self._drainCall = None
         self._budgetCall = None
         self._budgets.clear()
+        self._pieces = None
+        if self._outbox is not None:
+            self._outbox.stop()
         if self._paused:
             self._paused = False
             self._counters.pausedConnections -= 1
@@ -693,6 +821,7 @@ class SockShareServerFactory(Factory):
         drainTimeout: float | None = 30.0,
         whenFull: str = "pause",
         writeBufferSize: int = 262_144,
+        fragmentSize: int | None = 16_384,
     ) -> None:
         """
         @param handler: called with each request's payload; returns the
@@ -741,7 +870,14 @@ class SockShareServerFactory(Factory):
             C{bufferSize} of Twisted's TCP and UNIX transports, which is
             also the most they read at once.  Above their default of 64 KiB
             so that a chunk's large responses, written together, do not stop
-            reading before the transport has tried to send them.
+            reading before the transport has tried to send them.  Responses
+            waiting to be sent in fragments count too.
+        @param fragmentSize: a response payload above this many bytes is sent
+            in fragments of this size to a client that takes them (wire
+            version 3, FRAGMENTS), so the answers written meanwhile go out
+            between them instead of behind the whole response; at least
+            1,024.  L{None}: always whole.  Requests in fragments are taken
+            from every client that sent a HELLO, whatever this is.
         @raise TypeError: if an option has the wrong type.
         @raise ValueError: if an option is out of range.
         """
@@ -749,6 +885,7 @@ class SockShareServerFactory(Factory):
         _seconds("idleTimeout", idleTimeout, orNone=True)
         _count("maxInFlight", maxInFlight, minimum=1)
         _count("writeBufferSize", writeBufferSize, minimum=1)
+        _count("fragmentSize", fragmentSize, minimum=MIN_FRAGMENT_SIZE, orNone=True)
         _count("maxConnections", maxConnections, minimum=1, orNone=True)
         _seconds("handlerTimeout", handlerTimeout, orNone=True)
         _seconds("frameTimeout", frameTimeout, orNone=True)
@@ -768,6 +905,7 @@ class SockShareServerFactory(Factory):
         self.maxConnectionAge = maxConnectionAge
         self.drainTimeout = drainTimeout
         self.writeBufferSize = writeBufferSize
+        self.fragmentSize = fragmentSize
         self._protocols: set[SockShareServerProtocol] = set()
         #: While draining: why (None: not draining).
         self.drainReason: str | None = None
@@ -776,7 +914,7 @@ class SockShareServerFactory(Factory):
         self._connections = 0
         #: What its connections count (L{stats} reads them).
         self.counters = ServerCounters()
-        hello = Hello(deadlines=True, refusals=True, maxInFlight=maxInFlight, maxPayload=maxPayload)
+        hello = Hello(deadlines=True, refusals=True, maxInFlight=maxInFlight, maxPayload=maxPayload, fragments=True)
         #: The HELLO frame it answers a client's HELLO with.
         self.helloFrame = encodeFrame(0, PING, hello.encode())
 

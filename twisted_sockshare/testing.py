@@ -70,13 +70,19 @@ class StubSockShareClient(SockShareClientFactory):
         @param serverOptions: L{SockShareServerFactory}'s keyword options for
             the server running the handler (its C{maxInFlight}, which it
             announces, C{whenFull}...).
-        @param options: L{SockShareClientFactory}'s keyword options.
+        @param options: L{SockShareClientFactory}'s keyword options;
+            C{fragmentSize} is L{None} unless given (and the server's too),
+            so that large messages are answered at once as well: with
+            fragments, they move a turn of the clock at a time.
         @raise TypeError: if an option is unknown or has the wrong type.
         @raise ValueError: if an option is out of range.
         """
         self.requests: list[bytes] = []
         self.clock = clock if clock is not None else Clock()
         endpoint = _LoopbackEndpoint("stub:sockshare")
+        # Messages go whole, unless told otherwise: fragments take turns of
+        # the clock, and a reply is to come before request() returns.
+        options.setdefault("fragmentSize", None)
         super().__init__(endpoint, self.clock, **options)
 
         def record(payload: bytes) -> HandlerResult:
@@ -86,7 +92,12 @@ class StubSockShareClient(SockShareClientFactory):
         # The server takes what the client may send, and holds as many
         # requests in its handler as the client may have pending, unless
         # told otherwise.
-        server: dict[str, Any] = {"maxPayload": self.maxPayload, "maxInFlight": self.maxPending, "frameTimeout": None}
+        server: dict[str, Any] = {
+            "maxPayload": self.maxPayload,
+            "maxInFlight": self.maxPending,
+            "frameTimeout": None,
+            "fragmentSize": None,
+        }
         server.update(serverOptions or {})
         self.serverFactory = endpoint.serverFactory = _StubServerFactory(record, clock=self.clock, **server)
         self._stubEndpoint = endpoint

@@ -39,13 +39,18 @@ TIMED_REQUEST: Final = 8
 #: L{REFUSALS}: the request with this id was not handed to the handler and
 #: may be sent again anywhere (the payload is a UTF-8 reason).
 REFUSED: Final = 9
+#: Frame kind sent by either side, to a peer whose HELLO announced
+#: L{FRAGMENTS}: a piece of the message with this request id other than its
+#: last; the last piece is the message's own frame (REQUEST, TIMED_REQUEST,
+#: RESPONSE or ERROR), and the message's payload is every piece's, in order.
+FRAGMENT: Final = 10
 
 #: The largest payload of a PING (or PONG), in bytes.
 MAX_PING_PAYLOAD: Final = 64
 
 #: Kinds a client may receive, and kinds a server may receive.
-CLIENT_RECEIVES: Final = frozenset({RESPONSE, ERROR, GOAWAY, PING, PONG, REFUSED})
-SERVER_RECEIVES: Final = frozenset({REQUEST, CANCEL, PING, PONG, TIMED_REQUEST})
+CLIENT_RECEIVES: Final = frozenset({RESPONSE, ERROR, GOAWAY, PING, PONG, REFUSED, FRAGMENT})
+SERVER_RECEIVES: Final = frozenset({REQUEST, CANCEL, PING, PONG, TIMED_REQUEST, FRAGMENT})
 
 _HEADER: Final = struct.Struct(">IIB")
 #: Bytes of a frame before its payload.
@@ -85,6 +90,8 @@ REFUSALS: Final = 2
 MAX_IN_FLIGHT: Final = 3
 #: MAX_PAYLOAD (either side): the largest payload it accepts (uint32).
 MAX_PAYLOAD: Final = 4
+#: FRAGMENTS (either side): it takes messages in FRAGMENT frames.
+FRAGMENTS: Final = 5
 #: The largest budget, in milliseconds (about 49 days).
 MAX_BUDGET_MS: Final = 0xFFFFFFFF
 
@@ -105,9 +112,10 @@ class Hello:
     @ivar maxInFlight: how many requests of a connection the server handles
         at once, if announced.
     @ivar maxPayload: the largest payload the sender accepts, if announced.
+    @ivar fragments: it takes messages in fragments (L{FRAGMENT}).
     """
 
-    __slots__ = ("version", "deadlines", "refusals", "maxInFlight", "maxPayload")
+    __slots__ = ("version", "deadlines", "refusals", "maxInFlight", "maxPayload", "fragments")
 
     def __init__(
         self,
@@ -116,12 +124,14 @@ class Hello:
         refusals: bool = False,
         maxInFlight: int | None = None,
         maxPayload: int | None = None,
+        fragments: bool = False,
     ) -> None:
         self.version = version
         self.deadlines = deadlines
         self.refusals = refusals
         self.maxInFlight = maxInFlight
         self.maxPayload = maxPayload
+        self.fragments = fragments
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
@@ -145,6 +155,8 @@ class Hello:
             parts.append(_FEATURE.pack(MAX_IN_FLIGHT, 4) + _UINT32.pack(self.maxInFlight))
         if self.maxPayload is not None:
             parts.append(_FEATURE.pack(MAX_PAYLOAD, 4) + _UINT32.pack(self.maxPayload))
+        if self.fragments:
+            parts.append(_FEATURE.pack(FRAGMENTS, 0))
         return b"".join(parts)
 
 
@@ -174,6 +186,8 @@ def parseHello(payload: bytes) -> Hello | str:
             hello.deadlines = True
         elif feature == REFUSALS:
             hello.refusals = True
+        elif feature == FRAGMENTS:
+            hello.fragments = True
         elif feature in (MAX_IN_FLIGHT, MAX_PAYLOAD):
             if size != 4:
                 return f"a HELLO feature {feature} of {size} bytes, not 4"
@@ -375,6 +389,7 @@ __all__ = [
     "PONG",
     "TIMED_REQUEST",
     "REFUSED",
+    "FRAGMENT",
     "WIRE_VERSION",
     "HELLO_MAGIC",
     "NOTE_MAGIC",
@@ -382,6 +397,7 @@ __all__ = [
     "REFUSALS",
     "MAX_IN_FLIGHT",
     "MAX_PAYLOAD",
+    "FRAGMENTS",
     "MAX_BUDGET_MS",
     "BUDGET_SIZE",
     "Hello",

@@ -40,6 +40,9 @@ from ..demo.backend import DemoBackend
 from ..server import SockShareServerFactory
 from ..wire import MAX_PING_PAYLOAD, MIN_LENGTH, PING, PONG, REQUEST, RESPONSE
 
+#: The largest request the sockshare services take (their default).
+MAX_PAYLOAD = 1_048_576
+
 
 class Echo(amp.Command):
     """
@@ -155,7 +158,7 @@ def factories(reactor: IReactorTime, delay: float) -> dict[str, Any]:
     servers compared side by side, C{echo} (the library's) and
     C{minimal-server}.
     """
-    sockshare = SockShareServerFactory(DemoBackend(reactor, delay))
+    sockshare = SockShareServerFactory(DemoBackend(reactor, delay), maxPayload=MAX_PAYLOAD)
     sockshare.handler.stats = sockshare.stats  # type: ignore[attr-defined]
     site = Site(_EchoResource(reactor, delay))
     site.noisy = False

@@ -22,7 +22,9 @@ import twisted
 
 from .. import __version__
 from ..demo.convert import number
+from .backend import MAX_PAYLOAD as _BACKEND_MAX_PAYLOAD
 from .contenders import DEFAULT_KINDS, KINDS, SHARED_CLIENTS
+from .mixed import Mix, parseMix
 from .report import ProgressLine, legend, plot, render, summary, writeJSON
 from .runner import Plan, Row, run
 
@@ -46,6 +48,13 @@ def _fraction(text: str) -> float:
 
 
 _fraction.coerceDoc = "A fraction, 0 to 1."  # type: ignore[attr-defined]
+
+
+def _mix(text: str) -> Mix:
+    try:
+        return parseMix(text)
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
 
 
 def _checkWritable(option: str, path: str) -> None:
@@ -107,6 +116,15 @@ class BenchOptions(_Command):
         ["burst-size", None, 100, "Requests per burst, sent at once.", number(int, "burst-size", 1)],
         ["burst-gap", None, 0.05, "Seconds between bursts.", number(float, "burst-gap", 0)],
         ["memory", None, 0, "Also measure memory with this many requests outstanding.", number(int, "memory", 0)],
+        [
+            "mix",
+            None,
+            None,
+            "Instead of the strategies: SMALL,LARGE:N - the callers of -c (default 10) send SMALL-byte requests "
+            "while N callers send LARGE-byte ones, on the same shared client, on a client of their own, and "
+            "nowhere; prints the small requests' requests/s, p50 and p99 in each (e.g. 64,1048576:1)",
+            _mix,
+        ],
         ["json", None, None, "Write the results as JSON to this file."],
         ["plot", None, None, "Draw requests/s and p99 against concurrency to this .png or .svg (needs matplotlib)."],
         ["seed", None, 1, "Seed of the order the strategies run in.", number(int, "seed", 0)],
@@ -193,6 +211,15 @@ class BenchOptions(_Command):
                 _checkWritable(option, self[option])
         if self["requests"] is not None and self["duration"] is not None:
             raise usage.UsageError("give --requests or --duration, not both")
+        if self["mix"] is not None:
+            if self["strategies"]:
+                raise usage.UsageError("--mix measures shared clients: give no --strategy with it")
+            if self["requests"] is not None:
+                raise usage.UsageError("--mix runs for --duration: give no --requests with it")
+            if self["backend"] is None and self["mix"].large > _BACKEND_MAX_PAYLOAD:
+                raise usage.UsageError(
+                    f"--mix LARGE is at most {_BACKEND_MAX_PAYLOAD:,} bytes, the benchmark backend's maxPayload"
+                )
         if self["server-process"] and self["in-process"]:
             raise usage.UsageError("give --server-process or --in-process, not both")
         if self["idempotent"] or self["wait-for-ready"]:
@@ -233,7 +260,7 @@ class BenchOptions(_Command):
             duration = 2.0
         return Plan(
             strategies=list(dict.fromkeys(self["strategies"])) or list(DEFAULT_KINDS),
-            concurrencies=list(dict.fromkeys(self["concurrencies"])) or [100],
+            concurrencies=list(dict.fromkeys(self["concurrencies"])) or [100 if self["mix"] is None else 10],
             requests=self["requests"],
             duration=duration,
             payloadSize=self["payload-size"],
@@ -252,6 +279,7 @@ class BenchOptions(_Command):
             restartEvery=self["restart-every"],
             idempotent=bool(self["idempotent"]),
             waitForReady=bool(self["wait-for-ready"]),
+            mix=self["mix"],
         )
 
 

@@ -230,6 +230,49 @@ def summary(rows: list[Row]) -> str:
     return " ".join(sentences)
 
 
+def mixedTable(rows: list[dict[str, Any]]) -> str:
+    """
+    The mixed-size figures, one line per placement.
+    """
+    where = {
+        "alone": "nowhere (small alone)",
+        "shared": "the same shared client",
+        "separate": "a client of their own",
+    }
+    return _table(
+        ["large requests go to", "small req/s", "small p50 ms", "small p99 ms", "large req/s", "errors"],
+        [
+            [
+                where[row["placement"]],
+                f"{row['smallRequestsPerSecond']:,.0f}",
+                f"{row['smallP50Ms']:.2f}",
+                f"{row['smallP99Ms']:.2f}",
+                f"{row['largeRequestsPerSecond']:,.1f}" if row["placement"] != "alone" else "-",
+                str(row["smallErrors"] + row["largeErrors"]),
+            ]
+            for row in rows
+        ],
+    )
+
+
+def mixedSummary(rows: list[dict[str, Any]]) -> str:
+    """
+    What sharing the connection with the large requests costs the small
+    ones, against a connection of their own.
+    """
+    byPlacement = {row["placement"]: row for row in rows}
+    shared, separate = byPlacement["shared"], byPlacement["separate"]
+
+    def ratio(name: str) -> str:
+        return f"{shared[name] / separate[name]:.2f}x" if separate[name] else "-"
+
+    return (
+        f"Shared against separate: small requests/s {ratio('smallRequestsPerSecond')}, "
+        f"small p99 {ratio('smallP99Ms')}, large requests/s {ratio('largeRequestsPerSecond')} "
+        "(medians of the runs)."
+    )
+
+
 def render(results: Results) -> str:
     """
     The whole report, as printed.
@@ -259,6 +302,15 @@ def render(results: Results) -> str:
         ]
     if results.memory:
         parts += ["", "Memory held by outstanding requests:", memoryTable(results.memory)]
+    if results.mixed:
+        first = results.mixed[0]
+        parts += [
+            "",
+            f"Mixed sizes: {first['smallCallers']} callers sending {first['small']:,}-byte requests while "
+            f"{first['largeCallers']} send {first['large']:,}-byte ones:",
+            mixedTable(results.mixed),
+            mixedSummary(results.mixed),
+        ]
     process = results.process
     if "rssEnd" in process:
         restarts = f", backend restarted {process['restarts']} times" if process["restarts"] else ""

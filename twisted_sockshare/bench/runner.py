@@ -31,6 +31,7 @@ import twisted
 from .. import __version__
 from ..client import SockShareClientFactory
 from . import backend as _backend
+from . import mixed
 from .contenders import DEFAULT_KINDS, KINDS, Contender, CountingEndpoint, Kind, Settings
 from .load import ClosedLoop, Tally, bursts, openSockets, outstandingMemory, payloads, peakResidentBytes, residentBytes
 
@@ -64,6 +65,8 @@ class Plan:
     #: (C{request(payload, idempotent=..., waitForReady=...)}).
     idempotent: bool = False
     waitForReady: bool = False
+    #: The mixed-size scenario instead of the strategies (C{--mix}).
+    mix: mixed.Mix | None = None
 
 
 @dataclass
@@ -126,6 +129,7 @@ class Results:
     memory: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     process: dict[str, int] = field(default_factory=dict)
+    mixed: list[dict[str, Any]] = field(default_factory=list)
 
     def toJSON(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,7 +306,9 @@ async def run(reactor: Any, plan: Plan, progress: Progress | None = None) -> Res
     try:
         results = Results(machine(clientCpu, backendCpu), asdict(plan))
         results.process = {"rssStart": residentBytes(), "socketsStart": openSockets()}
-        kinds = [KINDS[name] for name in plan.strategies]
+        if plan.mix is not None:
+            results.mixed = await _mixed(reactor, backend, plan, progress)
+        kinds = [KINDS[name] for name in plan.strategies] if plan.mix is None else []
         for kind in kinds:
             if kind.service not in backend.services:
                 results.skipped.append(f"{kind.name}: needs the benchmark backend's {kind.service} service")
@@ -310,7 +316,7 @@ async def run(reactor: Any, plan: Plan, progress: Progress | None = None) -> Res
                 results.skipped.append(f"{kind.name}: carries at most {kind.maxPayload:,} bytes per message")
         kinds = [kind for kind in kinds if kind.service in backend.services and plan.payloadSize <= kind.maxPayload]
         order = random.Random(plan.seed)
-        for concurrency in plan.concurrencies if plan.requests != 0 else []:
+        for concurrency in plan.concurrencies if plan.requests != 0 and kinds else []:
             settings = Settings(concurrency, plan.idleTimeout, max(10_000, concurrency))
             measured: dict[str, list[Row]] = {kind.name: [] for kind in kinds}
             for _ in range(plan.repeat):
@@ -438,6 +444,19 @@ async def _measure(
     if serverCpu is not None and serverCpuAfter is not None and tally.completed and not backend.restarts:
         row.serverCpuUsPerRequest = round((serverCpuAfter - serverCpu) / tally.completed * 1e6, 2)
     return row
+
+
+async def _mixed(reactor: Any, backend: Backend, plan: Plan, progress: Progress | None) -> list[dict[str, Any]]:
+    assert plan.mix is not None and plan.duration is not None
+
+    async def drive(load: ClosedLoop) -> Tally:
+        return await _drive(reactor, load, plan.stallTimeout)
+
+    if progress is not None:
+        progress("", None)
+    callers = plan.concurrencies[0]
+    endpoint = backend.endpoint("sockshare")
+    return await mixed.measure(reactor, endpoint, plan.mix, callers, plan.duration, plan.repeat, plan.seed, drive)
 
 
 async def _bursty(reactor: Any, backend: Backend, kind: Kind, settings: Settings, plan: Plan) -> dict[str, Any]:
