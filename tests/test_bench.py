@@ -24,6 +24,7 @@ from twisted_sockshare import RemoteError
 from twisted_sockshare.bench import backend
 from twisted_sockshare.bench.contenders import KINDS, CountingEndpoint, Settings
 from twisted_sockshare.bench.load import ClosedLoop, Tally, bursts, outstandingMemory, payloads
+from twisted_sockshare.bench.mixed import Mix
 from twisted_sockshare.bench.report import (
     ProgressLine,
     burstyTable,
@@ -408,6 +409,32 @@ class RunnerTests(TestCase):
 
 def _row(strategy: str, rate: float, p99: float = 1.0, cpu: float = 10.0, concurrency: int = 100) -> Row:
     return Row(strategy, KINDS[strategy].library, concurrency, 64, 1000, 0, {}, 1.0, rate, p99 / 2, p99, 1, cpu)
+
+
+class MixedTests(TestCase):
+    timeout = 60
+
+    async def test_everyPlacement(self) -> None:
+        """
+        The mixed-size scenario measures the small requests alone, beside
+        large ones on the same client, and beside large ones on a client of
+        their own: every request answered, the large ones counted apart.
+        """
+        plan = _plan(requests=None, duration=0.3, separateProcess=False, mix=Mix(64, 100_000, 1), repeat=2)
+        results = await run(reactor, plan)
+        self.assertEqual(results.rows, [])
+        byPlacement = {row["placement"]: row for row in results.mixed}
+        self.assertEqual(list(byPlacement), ["alone", "shared", "separate", "whole"])
+        for placement, row in byPlacement.items():
+            self.assertEqual((row["smallErrors"], row["largeErrors"], len(row["runs"])), (0, 0, 2), row)
+            self.assertGreater(row["smallRequestsPerSecond"], 0, row)
+            self.assertLessEqual(row["smallP50Ms"], row["smallP99Ms"])
+            self.assertEqual(row["largeRequestsPerSecond"] > 0, placement != "alone", row)
+        text = render(results)
+        self.assertIn("Mixed sizes: 10 callers sending 64-byte requests while 1 send 100,000-byte ones", text)
+        self.assertIn("the same shared client", text)
+        self.assertIn("Shared against separate: small requests/s", text)
+        self.assertIn("with no fragments (fragmentSize=None)", text)
 
 
 class ReportTests(SynchronousTestCase):

@@ -101,6 +101,15 @@ class OptionTests(SynchronousTestCase):
         self.assertEqual((plan.idleTimeout, plan.seed, plan.bursts, plan.memory, plan.repeat), (2.0, 7, 4, 100, 3))
         self.assertFalse(plan.separateProcess or plan.pin)
 
+    def test_mix(self) -> None:
+        """--mix SMALL,LARGE:N is the mixed-size plan, with 10 small callers unless -c says; :N defaults to 1."""
+        plan = self.parse("--mix", "64,1048576:2").plan()
+        self.assertEqual((plan.mix.small, plan.mix.large, plan.mix.largeCallers), (64, 1_048_576, 2))  # type: ignore[union-attr]
+        self.assertEqual(plan.concurrencies, [10])
+        plan = self.parse("--mix", "0,5000", "-c", "3", "--backend", "tcp:127.0.0.1:1").plan()
+        self.assertEqual((plan.mix.largeCallers, plan.concurrencies), (1, [3]))  # type: ignore[union-attr]
+        self.assertIsNone(self.parse().plan().mix)
+
     def test_errorsNameTheOption(self) -> None:
         """Bad values are refused with a message naming the option."""
         for argv, words in [
@@ -118,6 +127,13 @@ class OptionTests(SynchronousTestCase):
             (["--json", "/"], "--json '/' is a directory"),
             (["--max-errors", "2"], "--max-errors is a fraction of the requests, from 0 to 1"),
             (["--max-errors", "-0.1"], "--max-errors must be >= 0"),
+            (["--mix", "64"], "--mix must be SMALL,LARGE:N"),
+            (["--mix", "64,x:1"], "--mix must be SMALL,LARGE:N"),
+            (["--mix", "4096,64"], "--mix needs 0 <= SMALL < LARGE"),
+            (["--mix", "64,1024:0"], "--mix needs at least one large caller"),
+            (["--mix", "64,2000000"], "--mix LARGE is at most 1,048,576 bytes"),
+            (["--mix", "64,1024", "-s", "shared"], "--mix measures shared clients: give no --strategy"),
+            (["--mix", "64,1024", "-n", "10"], "--mix runs for --duration: give no --requests"),
         ]:
             e = self.assertRaises(usage.UsageError, self.parse, *argv)
             self.assertIn(words, str(e))

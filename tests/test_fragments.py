@@ -30,6 +30,7 @@ from twisted_sockshare.wire import (
     Hello,
     encodeFrame,
     encodeTimedRequest,
+    parseHello,
 )
 
 from .contract import PORTS, Backends
@@ -209,6 +210,18 @@ class ClientFragmentTests(ClientTestCase):
             self.clock.advance(0)
             self.assertEqual([(kind, len(p)) for _, kind, p in self.written(attempt)], [(REQUEST, 5000)])
 
+    def test_noneMeansNoFragmentsEitherWay(self) -> None:
+        """With fragmentSize=None the client does not announce FRAGMENTS, and a FRAGMENT is a violation."""
+        self.makeClient(fragmentSize=None, requestTimeout=None)
+        large = self.client.request(b"big please")
+        attempt = self.endpoint.last
+        attempt.succeed()
+        (_, hello), *_ = attempt.sentFrames(PING, announcements=True)
+        self.assertFalse(parseHello(hello).fragments)  # type: ignore[union-attr]
+        attempt.protocol.dataReceived(encodeFrame(0, PING, Hello(fragments=True).encode()))
+        attempt.protocol.dataReceived(encodeFrame(0, FRAGMENT, b"R" * 1024))
+        self.failureResultOf(large, ProtocolViolation)
+
     def test_wholeBeforeTheServerSpeaks(self) -> None:
         """Before the server's first frame its features are unknown: a large request goes whole."""
         self.makeClient(fragmentSize=1024, requestTimeout=None)
@@ -356,6 +369,15 @@ class ServerFragmentTests(SynchronousTestCase):
         protocol.dataReceived(encodeFrame(1, FRAGMENT, b"x"))
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.factory.stats()["violations"], 1)
+
+    def test_noneMeansNoFragmentsEitherWay(self) -> None:
+        """With fragmentSize=None the server does not announce FRAGMENTS, and a FRAGMENT is a violation."""
+        protocol, transport = self.serve(hello=False, fragmentSize=None)
+        protocol.dataReceived(encodeFrame(0, PING, Hello(fragments=True).encode()))
+        (_, _, hello), *_ = decode(transport.value())
+        self.assertFalse(parseHello(hello).fragments)  # type: ignore[union-attr]
+        protocol.dataReceived(encodeFrame(1, FRAGMENT, b"x"))
+        self.assertTrue(transport.disconnecting)
 
     def test_limits(self) -> None:
         """

@@ -17,6 +17,7 @@ from twisted_sockshare.wire import (
     BUDGET_SIZE,
     CLIENT_RECEIVES,
     ERROR,
+    FRAGMENT,
     HEADER_SIZE,
     PING,
     PONG,
@@ -32,7 +33,7 @@ from twisted_sockshare.wire import (
 
 from .helpers import FakeEndpoint, StrictTransport
 
-anyFrame = st.tuples(st.integers(0, 8), st.integers(0, 10), st.binary(max_size=80)).map(lambda f: encodeFrame(*f))
+anyFrame = st.tuples(st.integers(0, 11), st.integers(0, 10), st.binary(max_size=80)).map(lambda f: encodeFrame(*f))
 #: Wire version 3's frames: HELLOs (whole, or cut anywhere), DEADLINE notes
 #: and TIMED_REQUEST frames with any budget.
 hellos = st.builds(
@@ -41,12 +42,16 @@ hellos = st.builds(
     refusals=st.booleans(),
     maxInFlight=st.one_of(st.none(), st.integers(1, 2**32 - 1)),
     maxPayload=st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+    fragments=st.booleans(),
 ).map(lambda hello: hello.encode())
 helloFrames = st.tuples(hellos, st.integers(0, 40)).map(lambda h: encodeFrame(0, PING, h[0][: h[1]]))
 v3Frames = st.one_of(
     helloFrames,
     st.tuples(st.integers(0, 8), st.integers(0, 2**32 - 1)).map(lambda n: encodeNote(*n)),
     st.tuples(st.integers(0, 8), st.integers(0, 3000), st.binary(max_size=40)).map(lambda t: encodeTimedRequest(*t)),
+    # Pieces of messages in fragments, for ids 0-3 (so they meet their last
+    # piece, a REQUEST or reply of the same id, or each other).
+    st.tuples(st.integers(0, 3), st.binary(max_size=20)).map(lambda t: encodeFrame(t[0], FRAGMENT, t[1])),
 )
 mutatedStreams = st.lists(st.one_of(anyFrame, v3Frames, st.binary(max_size=12)), max_size=12).map(b"".join)
 chunks = st.lists(st.integers(1, 30), min_size=1, max_size=5)
@@ -64,6 +69,10 @@ def feed(protocol: object, data: bytes, sizes: list[int], maxPayload: int = 32, 
         protocol.dataReceived(data[i : i + size])  # type: ignore[attr-defined]
         buffered = protocol._decoder.buffered  # type: ignore[attr-defined]
         assert buffered < HEADER_SIZE + maxPayload + allowance, buffered
+        # Messages partly received, in fragments: each within its limit.
+        pieces = protocol._pieces  # type: ignore[attr-defined]
+        if pieces is not None:
+            assert pieces.buffered <= len(pieces) * (maxPayload + allowance), (pieces.buffered, len(pieces))
         i += size
         n += 1
 
@@ -139,6 +148,7 @@ class ServerFuzzTests(SynchronousTestCase):
         self.assertEqual(transport.aborted, stats["violations"] == 1)
         protocol.connectionLost(None)  # type: ignore[arg-type]
         self.assertEqual(protocol._inFlight, {})
+        self.assertIsNone(protocol._pieces)
         self.assertEqual(clock.getDelayedCalls(), [])
         self.flushLoggedErrors(ValueError)
 

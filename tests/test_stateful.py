@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 
 from twisted_sockshare import SockShareClientFactory
 from twisted_sockshare.connection import ConnectionState
-from twisted_sockshare.wire import CANCEL, ERROR, GOAWAY, PING, PONG, REFUSED, RESPONSE, Hello, encodeFrame
+from twisted_sockshare.wire import CANCEL, ERROR, FRAGMENT, GOAWAY, PING, PONG, REFUSED, RESPONSE, Hello, encodeFrame
 
 from .helpers import Attempt, FakeEndpoint, SmallIds
 
@@ -63,6 +63,7 @@ class SharedClientMachine(RuleBasedStateMachine):
             connectBackoff=lambda failures: 0.5,
             maxRequestsPerConnection=maxRequestsPerConnection,
             codec=None if maxRequestId is None else SmallIds(maxRequestId),
+            fragmentSize=1024,
         )
         self.fired: list[list[object]] = []
         self.deferreds: list[Deferred[bytes]] = []
@@ -96,6 +97,30 @@ class SharedClientMachine(RuleBasedStateMachine):
     )
     def requestWithOptions(self, idempotent: bool, timeout: float | None, waitForReady: bool) -> None:
         self.track(self.client.request(b"payload", idempotent=idempotent, timeout=timeout, waitForReady=waitForReady))
+
+    @rule()
+    def requestLarge(self) -> None:
+        """A request above fragmentSize: in fragments, to a server that takes them."""
+        self.track(self.client.request(b"L" * 2500))
+
+    @rule()
+    def turn(self) -> None:
+        """The reactor turns once: fragments are written."""
+        self.clock.advance(0)
+
+    @precondition(lambda self: self.liveConnections())
+    @rule(data=st.data(), pieces=st.integers(1, 3), last=st.sampled_from([RESPONSE, ERROR, None]))
+    def respondInFragments(self, data: st.DataObject, pieces: int, last: int | None) -> None:
+        """A reply in fragments, or (last None) only some of its first pieces."""
+        connection = data.draw(st.sampled_from(self.liveConnections()))
+        sent = connection.sentAnyRequests()
+        if not sent:
+            return
+        requestId, _ = data.draw(st.sampled_from(sent))
+        frames = [encodeFrame(requestId, FRAGMENT, b"piece") for _ in range(pieces)]
+        if last is not None:
+            frames.append(encodeFrame(requestId, last, b"end"))
+        connection.protocol.dataReceived(b"".join(frames))  # type: ignore[attr-defined]
 
     @rule()
     def requestFromCallback(self) -> None:
@@ -142,11 +167,14 @@ class SharedClientMachine(RuleBasedStateMachine):
         maxInFlight=st.sampled_from([None, 1, 2]),
         deadlines=st.booleans(),
         refusals=st.booleans(),
+        fragments=st.booleans(),
     )
-    def hello(self, data: st.DataObject, maxInFlight: int | None, deadlines: bool, refusals: bool) -> None:
+    def hello(
+        self, data: st.DataObject, maxInFlight: int | None, deadlines: bool, refusals: bool, fragments: bool
+    ) -> None:
         """A server of wire version 3 announces itself (at any moment, as a fuzzer would)."""
         connection = data.draw(st.sampled_from(self.liveConnections()))
-        hello = Hello(deadlines=deadlines, refusals=refusals, maxInFlight=maxInFlight)
+        hello = Hello(deadlines=deadlines, refusals=refusals, maxInFlight=maxInFlight, fragments=fragments)
         connection.protocol.dataReceived(encodeFrame(0, PING, hello.encode()))  # type: ignore[attr-defined]
 
     @precondition(lambda self: self.liveConnections())
@@ -252,7 +280,30 @@ class SharedClientMachine(RuleBasedStateMachine):
             if attempt.transport is None:
                 continue
             cancels = [requestId for requestId, _ in attempt.sentFrames(CANCEL)]
-            assert set(cancels) <= {requestId for requestId, _ in attempt.sentAnyRequests()}, cancels
+            # A request cancelled with part of it sent: only its FRAGMENTs were.
+            parts = {requestId for requestId, _ in attempt.sentFrames(FRAGMENT)}
+            assert set(cancels) <= {requestId for requestId, _ in attempt.sentAnyRequests()} | parts, cancels
+
+    @invariant()
+    def fragmentsOfOutstandingRequests(self) -> None:
+        """
+        Only outstanding requests are being sent in fragments, and only
+        replies still waited for are kept in pieces; a connection that is
+        not usable sends none.
+        """
+        for attempt in self.liveConnections():
+            protocol = attempt.protocol
+            table = protocol._table  # type: ignore[attr-defined]
+            outbox = protocol._peer.outbox  # type: ignore[attr-defined]
+            if outbox is not None:
+                sending = set(outbox._byId)
+                assert sending <= set(table), (sending, table)
+                assert not sending or protocol.usable, protocol  # type: ignore[attr-defined]
+            pieces = protocol._pieces  # type: ignore[attr-defined]
+            if pieces is not None:
+                assert len(pieces) > 0
+                for requestId in pieces._pieces:
+                    assert requestId in table, (requestId, table)
 
     @invariant()
     def heldOnlyWhileFull(self) -> None:
@@ -272,6 +323,7 @@ class SharedClientMachine(RuleBasedStateMachine):
     def timersOwned(self) -> None:
         names = [call.func.__name__ for call in self.clock.getDelayedCalls()]
         assert names.count("_checkDeadlines") <= 1, names
+        assert names.count("_turn") <= len(self.liveConnections()), names
         assert names.count("abandon") == len(self.openAttempts()), names
         idle = names.count("_closeIdle")
         # The idle timer is set when the count falls to zero and is not moved

@@ -114,7 +114,7 @@ class OptionsTests(SynchronousTestCase):
         options.parseOptions(["--listen=tcp:0"])
         factory = makeServerService(options).factory  # type: ignore[attr-defined]
         self.assertEqual((factory.maxInFlight, factory.handlerTimeout, factory.frameTimeout), (1_000, 30.0, 30.0))
-        self.assertEqual(factory.writeBufferSize, 262_144)
+        self.assertEqual((factory.writeBufferSize, factory.fragmentSize), (262_144, 16_384))
         options = ServerOptions()
         options.parseOptions(
             [
@@ -125,6 +125,7 @@ class OptionsTests(SynchronousTestCase):
                 "--frame-timeout=2",
                 "--when-full=refuse",
                 "--write-buffer-size=65536",
+                "--fragment-size=none",
             ]
         )
         factory = makeServerService(options).factory  # type: ignore[attr-defined]
@@ -132,7 +133,7 @@ class OptionsTests(SynchronousTestCase):
             (factory.maxInFlight, factory.maxConnections, factory.handlerTimeout, factory.frameTimeout),
             (50, 7, None, 2.0),
         )
-        self.assertEqual((factory.whenFull, factory.writeBufferSize), ("refuse", 65_536))
+        self.assertEqual((factory.whenFull, factory.writeBufferSize, factory.fragmentSize), ("refuse", 65_536, None))
         for bad, text in [
             ("--max-in-flight=0", "--max-in-flight must be >= 1"),
             ("--max-connections=lots", "--max-connections takes a number"),
@@ -140,6 +141,8 @@ class OptionsTests(SynchronousTestCase):
             ("--frame-timeout=-1", "--frame-timeout must be > 0"),
             ("--when-full=drop", "--when-full must be 'pause' or 'refuse', not 'drop'"),
             ("--write-buffer-size=0", "--write-buffer-size must be >= 1"),
+            ("--fragment-size=512", "--fragment-size must be >= 1024"),
+            ("--fragment-size=big", "--fragment-size takes a number"),
         ]:
             e = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, [bad])
             self.assertIn(text, str(e))
@@ -165,6 +168,7 @@ class OptionsTests(SynchronousTestCase):
                 "requestTimeout": 30.0,
                 "maxPending": 10_000,
                 "maxPayload": 1_048_576,
+                "fragmentSize": 16_384,
                 "resetOnTimeout": None,
                 "latencyHistogram": True,
             },
@@ -239,6 +243,7 @@ class OptionsTests(SynchronousTestCase):
                 "--request-timeout=none",
                 "--max-pending=7",
                 "--max-payload=100",
+                "--fragment-size=4096",
                 "--no-reset-on-timeout",
             ]
         )
@@ -251,6 +256,7 @@ class OptionsTests(SynchronousTestCase):
                 "requestTimeout": None,
                 "maxPending": 7,
                 "maxPayload": 100,
+                "fragmentSize": 4096,
                 "resetOnTimeout": False,
                 "latencyHistogram": True,
             },

@@ -338,7 +338,8 @@ class SockShareClientProtocol(Protocol):
         if self._controls:
             # Wire version 3: announce what this client does, first.  A
             # version 2 server echoes it in a PONG; a version 3 one reads it.
-            self.transport.write(encodeFrame(0, PING, _clientHello(self._options.maxPayload)))  # type: ignore[union-attr]
+            hello = _clientHello(self._options.maxPayload, self._options.fragmentSize is not None)
+            self.transport.write(encodeFrame(0, PING, hello))  # type: ignore[union-attr]
         self._sendsNow = canSendNow(self.transport)
         setNoDelay(self.transport)
         if self._options.keepAlive is not None:
@@ -706,11 +707,24 @@ class SockShareClientProtocol(Protocol):
             self._pieces = None
         return whole
 
+    def _dropPieces(self, requestId: int) -> None:
+        """
+        Forget the pieces of the reply to C{requestId}, if some came: it is
+        no longer waited for, or was answered otherwise.
+        """
+        pieces = self._pieces
+        assert pieces is not None
+        if pieces.discard(requestId) and not len(pieces):
+            self._pieces = None
+
     def _fragment(self, requestId: int, piece: bytes) -> None:
         """
         A FRAGMENT: a piece of the reply to C{requestId}, kept until its
         last piece comes, if the reply is still waited for.
         """
+        if self._options.fragmentSize is None:
+            self._violated("a FRAGMENT, though this client's HELLO did not announce FRAGMENTS")
+            return
         if self._table.get(requestId) is None:
             return  # late, or not a request: its last piece says which
         pieces = self._pieces
@@ -727,6 +741,8 @@ class SockShareClientProtocol(Protocol):
         if kind == FRAGMENT:
             self._fragment(requestId, payload)
         elif kind == REFUSED:
+            if self._pieces is not None:
+                self._dropPieces(requestId)
             request = self._table.pop(requestId, None)
             if request is None:
                 if self.orphans:
@@ -769,8 +785,8 @@ class SockShareClientProtocol(Protocol):
         requestId = request.requestId
         if requestId not in table:
             return 0  # held here (never written), or answered
-        if self._pieces is not None and self._pieces.discard(requestId) and not len(self._pieces):
-            self._pieces = None
+        if self._pieces is not None:
+            self._dropPieces(requestId)
         outbox = self._peer.outbox
         if outbox is not None and requestId in outbox:
             return self._unsend(requestId)
@@ -988,14 +1004,16 @@ def _lossError(where: str, why: str, retiring: bool, tlsFailed: bool) -> Excepti
     return ConnectionDropped(f"connection to {where} lost while the request was outstanding{retired}: {why}")
 
 
-def _clientHello(maxPayload: int, cache: dict[int, bytes] = {}) -> bytes:  # noqa: B006
+def _clientHello(maxPayload: int, fragments: bool, cache: dict[tuple[int, bool], bytes] = {}) -> bytes:  # noqa: B006
     """
-    The payload of a client's HELLO: it sends budgets, takes REFUSED and
-    fragments, and accepts replies up to C{maxPayload} bytes.
+    The payload of a client's HELLO: it sends budgets, takes REFUSED (and
+    fragments, if C{fragments}), and accepts replies up to C{maxPayload}
+    bytes.
     """
-    hello = cache.get(maxPayload)
+    hello = cache.get((maxPayload, fragments))
     if hello is None:
-        hello = cache[maxPayload] = Hello(deadlines=True, refusals=True, maxPayload=maxPayload, fragments=True).encode()
+        announced = Hello(deadlines=True, refusals=True, maxPayload=maxPayload, fragments=fragments)
+        hello = cache[maxPayload, fragments] = announced.encode()
     return hello
 
 

@@ -182,7 +182,8 @@ class ClientOptions:
     #: A request payload above this many bytes is sent in fragments of this
     #: size to a server that takes them (wire version 3, FRAGMENTS), so the
     #: small requests written meanwhile go out between them instead of
-    #: behind the whole message; at least 1,024.  L{None}: always whole.
+    #: behind the whole message; at least 1,024.  L{None}: no fragments on
+    #: its connections, either way (it does not announce FRAGMENTS).
     fragmentSize: int | None = 16_384
 
     def __post_init__(self) -> None:

@@ -467,8 +467,8 @@ class SockShareServerProtocol(Protocol, _ServerTimers):
         Requests partly received count against C{maxInFlight}, as many as
         the client may have outstanding.
         """
-        if self._hello is None:
-            self._violated("a FRAGMENT from a client that sent no HELLO")
+        if self._hello is None or self._factory.fragmentSize is None:
+            self._violated("a FRAGMENT, though this server's HELLO (if any) did not announce FRAGMENTS")
             return
         if requestId in self._inFlight:
             self._violated(f"request id {requestId} is already in flight on this connection")
@@ -876,8 +876,8 @@ class SockShareServerFactory(Factory):
             in fragments of this size to a client that takes them (wire
             version 3, FRAGMENTS), so the answers written meanwhile go out
             between them instead of behind the whole response; at least
-            1,024.  L{None}: always whole.  Requests in fragments are taken
-            from every client that sent a HELLO, whatever this is.
+            1,024.  L{None}: no fragments on its connections, either way (it
+            does not announce FRAGMENTS).
         @raise TypeError: if an option has the wrong type.
         @raise ValueError: if an option is out of range.
         """
@@ -914,7 +914,13 @@ class SockShareServerFactory(Factory):
         self._connections = 0
         #: What its connections count (L{stats} reads them).
         self.counters = ServerCounters()
-        hello = Hello(deadlines=True, refusals=True, maxInFlight=maxInFlight, maxPayload=maxPayload, fragments=True)
+        hello = Hello(
+            deadlines=True,
+            refusals=True,
+            maxInFlight=maxInFlight,
+            maxPayload=maxPayload,
+            fragments=fragmentSize is not None,
+        )
         #: The HELLO frame it answers a client's HELLO with.
         self.helloFrame = encodeFrame(0, PING, hello.encode())
 

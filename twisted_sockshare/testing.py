@@ -71,9 +71,10 @@ class StubSockShareClient(SockShareClientFactory):
             the server running the handler (its C{maxInFlight}, which it
             announces, C{whenFull}...).
         @param options: L{SockShareClientFactory}'s keyword options;
-            C{fragmentSize} is L{None} unless given (and the server's too),
-            so that large messages are answered at once as well: with
-            fragments, they move a turn of the clock at a time.
+            C{fragmentSize} is L{None} unless given (and the server's too:
+            no fragments either way), so that large messages are answered
+            at once as well: with fragments, they move a turn of the clock
+            at a time.
         @raise TypeError: if an option is unknown or has the wrong type.
         @raise ValueError: if an option is out of range.
         """

@@ -121,8 +121,9 @@ class BenchOptions(_Command):
             None,
             None,
             "Instead of the strategies: SMALL,LARGE:N - the callers of -c (default 10) send SMALL-byte requests "
-            "while N callers send LARGE-byte ones, on the same shared client, on a client of their own, and "
-            "nowhere; prints the small requests' requests/s, p50 and p99 in each (e.g. 64,1048576:1)",
+            "while N callers send LARGE-byte ones, on the same shared client, on a client of their own, on the "
+            "same client without fragments, and nowhere; prints the small requests' requests/s, p50 and p99 in "
+            "each (e.g. 64,1048576:1)",
             _mix,
         ],
         ["json", None, None, "Write the results as JSON to this file."],

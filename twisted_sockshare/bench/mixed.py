@@ -22,8 +22,10 @@ from ..client import SockShareClientFactory
 from .load import ClosedLoop, Tally, payloads
 
 #: Where the large requests go: nowhere, the small requests' client, a
-#: client of their own.
-PLACEMENTS = ("alone", "shared", "separate")
+#: client of their own, the small requests' client with no fragments
+#: (C{fragmentSize=None}: whole messages both ways, as before wire v3's
+#: FRAGMENTS).
+PLACEMENTS = ("alone", "shared", "separate", "whole")
 
 #: Runs a load to its end (the runner's, with its stall watchdog).
 Drive = Callable[[ClosedLoop], Coroutine[Any, Any, Tally]]
@@ -87,9 +89,11 @@ async def _once(
     duration: float,
     drive: Drive,
 ) -> MixedRun:
-    options = {"idleTimeout": 10.0, "maxPending": 10_000, "maxPayload": max(mix.large, 1_048_576)}
-    small = SockShareClientFactory(endpoint, reactor, **options)  # type: ignore[arg-type]
-    large = small if placement == "shared" else SockShareClientFactory(endpoint, reactor, **options)  # type: ignore[arg-type]
+    options: dict[str, Any] = {"idleTimeout": 10.0, "maxPending": 10_000, "maxPayload": max(mix.large, 1_048_576)}
+    if placement == "whole":
+        options["fragmentSize"] = None
+    small = SockShareClientFactory(endpoint, reactor, **options)
+    large = small if placement in ("shared", "whole") else SockShareClientFactory(endpoint, reactor, **options)
     try:
         # Both connections are open before the clock starts.
         await gatherResults([small.request(b"warm up"), large.request(b"warm up")])

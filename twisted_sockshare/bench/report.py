@@ -238,6 +238,7 @@ def mixedTable(rows: list[dict[str, Any]]) -> str:
         "alone": "nowhere (small alone)",
         "shared": "the same shared client",
         "separate": "a client of their own",
+        "whole": "the same client, no fragments",
     }
     return _table(
         ["large requests go to", "small req/s", "small p50 ms", "small p99 ms", "large req/s", "errors"],
@@ -263,14 +264,20 @@ def mixedSummary(rows: list[dict[str, Any]]) -> str:
     byPlacement = {row["placement"]: row for row in rows}
     shared, separate = byPlacement["shared"], byPlacement["separate"]
 
-    def ratio(name: str) -> str:
-        return f"{shared[name] / separate[name]:.2f}x" if separate[name] else "-"
+    def ratio(name: str, row: dict[str, Any]) -> str:
+        return f"{row[name] / separate[name]:.2f}x" if separate[name] else "-"
 
-    return (
-        f"Shared against separate: small requests/s {ratio('smallRequestsPerSecond')}, "
-        f"small p99 {ratio('smallP99Ms')}, large requests/s {ratio('largeRequestsPerSecond')} "
-        "(medians of the runs)."
+    text = (
+        f"Shared against separate: small requests/s {ratio('smallRequestsPerSecond', shared)}, "
+        f"small p99 {ratio('smallP99Ms', shared)}, large requests/s {ratio('largeRequestsPerSecond', shared)}"
     )
+    whole = byPlacement.get("whole")
+    if whole is not None:
+        text += (
+            f"; with no fragments (fragmentSize=None): {ratio('smallRequestsPerSecond', whole)}, "
+            f"{ratio('smallP99Ms', whole)}, {ratio('largeRequestsPerSecond', whole)}"
+        )
+    return text + " (medians of the runs)."
 
 
 def render(results: Results) -> str:

@@ -48,4 +48,20 @@ def timeout(option: str) -> Callable[[str], float | None]:
     return convert
 
 
-__all__ = ["number", "timeout"]
+def sizeOrNone(option: str, minimum: int) -> Callable[[str], int | None]:
+    """
+    A converter of a whole number of bytes (>= C{minimum}) where C{none} or
+    C{off} mean none.
+    """
+
+    def convert(text: str) -> int | None:
+        if text.lower() in ("none", "off"):
+            return None
+        value: int = number(int, option, minimum)(text)
+        return value
+
+    convert.coerceDoc = f"Bytes (>= {minimum:,}), or 'none'."  # type: ignore[attr-defined]
+    return convert
+
+
+__all__ = ["number", "timeout", "sizeOrNone"]

@@ -18,10 +18,11 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from ..client import SockShareClientFactory
+from ..options import MIN_FRAGMENT_SIZE
 from ..pool import SockShareBalancer
 from ..server import SockShareServerFactory
 from .backend import DemoBackend
-from .convert import number, timeout
+from .convert import number, sizeOrNone, timeout
 from .gateway import GatewayResource, makeSite
 from .strategies import PerRequestClient
 
@@ -115,6 +116,14 @@ class ServerOptions(usage.Options):
             number(int, "write-buffer-size", 1),
         ],
         [
+            "fragment-size",
+            None,
+            16_384,
+            "Replies above this many bytes go in fragments of this size to clients that take them (wire v3), "
+            "so the others are not held behind them ('none': none, either way)",
+            sizeOrNone("fragment-size", MIN_FRAGMENT_SIZE),
+        ],
+        [
             "max-connections",
             None,
             None,
@@ -199,6 +208,7 @@ def makeServerService(options: ServerOptions) -> IService:
         maxInFlight=options["max-in-flight"],
         whenFull=options["when-full"],
         writeBufferSize=options["write-buffer-size"],
+        fragmentSize=options["fragment-size"],
         maxConnections=options["max-connections"],
         handlerTimeout=options["handler-timeout"],
         frameTimeout=options["frame-timeout"],
@@ -245,6 +255,14 @@ class ClientOptions(usage.Options):
         ],
         ["max-pending", None, 10_000, "Most backend requests outstanding at once.", number(int, "max-pending", 1)],
         ["max-payload", None, 1_048_576, "Largest payload, in bytes.", number(int, "max-payload", 0)],
+        [
+            "fragment-size",
+            None,
+            16_384,
+            "Backend requests above this many bytes go in fragments of this size to backends that take them "
+            "(wire v3), so the others are not held behind them ('none': none, either way)",
+            sizeOrNone("fragment-size", MIN_FRAGMENT_SIZE),
+        ],
         [
             "drain-timeout",
             None,
@@ -350,6 +368,7 @@ class ClientOptions(usage.Options):
             "requestTimeout": self["request-timeout"],
             "maxPending": self["max-pending"],
             "maxPayload": self["max-payload"],
+            "fragmentSize": self["fragment-size"],
             "resetOnTimeout": True if self["reset-on-timeout"] else False if self["no-reset-on-timeout"] else None,
             # For /metrics: the backend requests' latency.
             "latencyHistogram": True,
