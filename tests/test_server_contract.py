@@ -10,7 +10,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -19,7 +19,17 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_sockshare import SockShareServerFactory
-from twisted_sockshare.wire import CANCEL, ERROR, REQUEST, RESPONSE, FrameDecoder, encodeFrame
+from twisted_sockshare.wire import (
+    CANCEL,
+    ERROR,
+    FRAGMENT,
+    PING,
+    REQUEST,
+    RESPONSE,
+    FrameDecoder,
+    Hello,
+    encodeFrame,
+)
 
 #: The maxInFlight values every check runs at: the smallest, a small one, the default.
 IN_FLIGHT = (1, 2, 1_000)
@@ -62,8 +72,9 @@ def answers(transport: StringTransport) -> dict[int, list[int]]:
     The kinds of reply written for each request id, in order.
     """
     out: dict[int, list[int]] = {}
-    for requestId, kind, _ in FrameDecoder(2**31, {RESPONSE, ERROR}).feed(transport.value()):
-        out.setdefault(requestId, []).append(kind)
+    for requestId, kind, _ in FrameDecoder(2**31, {RESPONSE, ERROR, FRAGMENT, PING}).feed(transport.value()):
+        if kind in (RESPONSE, ERROR):
+            out.setdefault(requestId, []).append(kind)
     return out
 
 
@@ -196,13 +207,17 @@ class ServerContractTests(SynchronousTestCase):
 class ServerMachine(RuleBasedStateMachine):
     """
     Random interleavings of requests (answered at once, later, or by an
-    exception), CANCELs, handler completions, paused writes, time passing and
-    the connection's loss; each request is answered at most once, the
-    counters add up, and after the loss nothing is scheduled.
+    exception; small, or large: in fragments both ways, to a client that
+    takes them), CANCELs, handler completions, paused writes, time passing
+    and the connection's loss; each request is answered at most once (a
+    request cancelled while partly received never), the counters add up,
+    and after the loss nothing is scheduled.
     """
 
-    @initialize(maxInFlight=st.sampled_from(IN_FLIGHT), handlerTimeout=st.sampled_from([None, 3.0]))
-    def setUp(self, maxInFlight: int, handlerTimeout: float | None) -> None:
+    @initialize(
+        maxInFlight=st.sampled_from(IN_FLIGHT), handlerTimeout=st.sampled_from([None, 3.0]), fragments=st.booleans()
+    )
+    def setUp(self, maxInFlight: int, handlerTimeout: float | None, fragments: bool) -> None:
         self.later = Later()
         self.kinds: dict[bytes, str] = {}
 
@@ -211,8 +226,16 @@ class ServerMachine(RuleBasedStateMachine):
             return self.later(payload) if kind == "later" else AT_ONCE[kind](payload)
 
         self.factory, self.protocol, self.transport, self.clock = serve(
-            handler, maxInFlight=maxInFlight, handlerTimeout=handlerTimeout
+            handler, maxInFlight=maxInFlight, handlerTimeout=handlerTimeout, fragmentSize=1024
         )
+        if fragments:
+            self.protocol.dataReceived(encodeFrame(0, PING, Hello(fragments=True).encode()))
+        self.fragments = fragments
+        # Large requests whose first piece was sent (id: the rest), and the
+        # ones cancelled then, never answered.
+        self.partial: dict[int, bytes] = {}
+        self.dropped: set[int] = set()
+        self.large: list[int] = []
         # Hypothesis runs many examples in one test: the handlers' exceptions
         # are answered, not logged (trial would count each logged one).
         self.factory.logHandlerFailures = False
@@ -230,6 +253,40 @@ class ServerMachine(RuleBasedStateMachine):
         if not self.lost:
             self.protocol.dataReceived(b"".join(frames))
 
+    @rule(kind=st.sampled_from(sorted(AT_ONCE) + ["later"]))
+    def startLarge(self, kind: str) -> None:
+        """The first piece of a request in fragments (a large one, whole, to a server not asked to)."""
+        if self.lost or len(self.partial) >= self.factory.maxInFlight:
+            return
+        requestId = self.nextId
+        self.nextId += 1
+        self.large.append(requestId)
+        payload = (b"%d:" % requestId).ljust(2500, b"x")
+        self.kinds[payload] = kind
+        if not self.fragments:
+            self.protocol.dataReceived(encodeFrame(requestId, REQUEST, payload))
+            return
+        self.partial[requestId] = payload[1024:]
+        self.protocol.dataReceived(encodeFrame(requestId, FRAGMENT, payload[:1024]))
+
+    @precondition(lambda self: self.partial and not self.lost)
+    @rule(data=st.data())
+    def finishLarge(self, data: st.DataObject) -> None:
+        if self.partial and not self.lost:
+            requestId = data.draw(st.sampled_from(sorted(self.partial)))
+            self.sendRest(requestId)
+
+    def sendRest(self, requestId: int) -> None:
+        rest = self.partial.pop(requestId)
+        self.protocol.dataReceived(
+            encodeFrame(requestId, FRAGMENT, rest[:1024]) + encodeFrame(requestId, REQUEST, rest[1024:])
+        )
+
+    @rule()
+    def turn(self) -> None:
+        """The reactor turns: fragments of large responses are written."""
+        self.clock.advance(0)
+
     @rule(data=st.data())
     def finish(self, data: st.DataObject) -> None:
         if self.later.held:
@@ -241,7 +298,11 @@ class ServerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
         if self.nextId and not self.lost:
-            requestId = data.draw(st.integers(0, self.nextId - 1))
+            # Often a large one: partly received, or its response partly sent.
+            ids = st.integers(0, self.nextId - 1)
+            requestId = data.draw(st.one_of(st.sampled_from(self.large[-2:]), ids) if self.large else ids)
+            if self.partial.pop(requestId, None) is not None:
+                self.dropped.add(requestId)
             self.protocol.dataReceived(encodeFrame(requestId, CANCEL, b""))
 
     @rule(paused=st.booleans())
@@ -277,13 +338,17 @@ class ServerMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         if not self.lost:
             self.protocol.resumeProducing()
+            for requestId in sorted(self.partial):
+                self.sendRest(requestId)
             while self.later.held:
                 payload = min(self.later.held)
                 d = self.later.held.pop(payload)
                 if not d.called:
                     d.callback(payload)
+            self.clock.advance(0)  # the last fragments of large responses
             replies = answers(self.transport)
-            assert sorted(replies) == list(range(self.nextId)), (sorted(replies), self.nextId)
+            expected = sorted(set(range(self.nextId)) - self.dropped)
+            assert sorted(replies) == expected, (sorted(replies), expected)
             self.protocol.connectionLost(Failure(ConnectionDone()))
         assert self.clock.getDelayedCalls() == [], self.clock.getDelayedCalls()
 
