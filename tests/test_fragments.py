@@ -260,6 +260,23 @@ class ClientFragmentTests(ClientTestCase):
         self.assertEqual((attempt.protocol.outstanding, attempt.protocol.orphans), (0, 0))
         self.assertEqual(self.client.stats()["cancelled"], 1)
 
+    def test_answeredWhileBeingSent(self) -> None:
+        """
+        A server that answers a request before its last piece (not this
+        project's) gets no more of it, and a CANCEL for the part it has,
+        before the id can be used again; the reply is delivered.
+        """
+        attempt = self.connect()
+        large = self.client.request(b"L" * (2 * TURN_BYTES))
+        oneTurn(self.clock)
+        attempt.protocol.dataReceived(encodeFrame(1, ERROR, b"TooBig: no"))
+        self.failureResultOf(large, RemoteError)
+        self.clock.advance(0)
+        frames = self.written(attempt)
+        self.assertEqual({kind for _, kind, _ in frames[:-1]}, {FRAGMENT})
+        self.assertEqual(frames[-1], (1, CANCEL, b""))
+        self.assertEqual(attempt.protocol.outstanding, 0)
+
     def test_replyInFragments(self) -> None:
         """A reply's fragments are joined; small replies between them are delivered meanwhile."""
         attempt = self.connect()

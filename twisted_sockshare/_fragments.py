@@ -80,6 +80,8 @@ class Outbox:
         self._sent = sent
         self._turns: deque[_Outgoing] = deque()
         self._byId: dict[int, _Outgoing] = {}
+        #: The ids of the messages being sent (read it, do not change it).
+        self.sending = self._byId
         self._call: IDelayedCall | None = None
         self._paused = False
 

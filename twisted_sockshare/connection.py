@@ -606,6 +606,11 @@ class SockShareClientProtocol(Protocol):
                 settle = self._owner.requestAnswered
                 maxLength = self._maxLength
                 pieces = self._pieces
+                # The requests still being sent, in fragments: a reply to
+                # one (a server that did not wait for its end) goes to
+                # _deliver, which stops sending it.
+                outbox = self._peer.outbox
+                sending = outbox.sending if outbox is not None else None
                 offset = 0
                 end = len(data)
                 while end - offset >= HEADER_SIZE:
@@ -620,8 +625,8 @@ class SockShareClientProtocol(Protocol):
                         pieces = self._pieces
                         offset = stop
                         continue
-                    if pieces is not None and requestId in pieces:
-                        break  # the last piece of a reply in fragments
+                    if (pieces is not None and requestId in pieces) or (sending and requestId in sending):
+                        break  # the last piece of a reply in fragments, or a request being sent
                     request = table.pop(requestId, None)
                     if request is None:
                         break
@@ -674,10 +679,14 @@ class SockShareClientProtocol(Protocol):
                     owner.lateReply()
                     continue
                 requestId = next(iter(table))
-            elif self._pieces is not None and requestId in self._pieces:
-                payload = self._joined(requestId, kind, payload)
-                if not self.usable:
-                    return
+            else:
+                if self._pieces is not None and requestId in self._pieces:
+                    payload = self._joined(requestId, kind, payload)
+                    if not self.usable:
+                        return
+                outbox = self._peer.outbox
+                if outbox is not None and requestId in outbox and requestId in table:
+                    self._answeredEarly(requestId)
             request = table.pop(requestId, None)
             if request is None:
                 if self.orphans:
@@ -706,6 +715,17 @@ class SockShareClientProtocol(Protocol):
         if not len(pieces):
             self._pieces = None
         return whole
+
+    def _answeredEarly(self, requestId: int) -> None:
+        """
+        The server answered a request this connection is still sending (it
+        did not wait for the end): no more of it is sent, and if some was, a
+        CANCEL drops that part before the id can be used again.
+        """
+        outbox = self._peer.outbox
+        assert outbox is not None
+        if outbox.remove(requestId):
+            self._write(encodeFrame(requestId, CANCEL, b""))
 
     def _dropPieces(self, requestId: int) -> None:
         """
@@ -743,6 +763,9 @@ class SockShareClientProtocol(Protocol):
         elif kind == REFUSED:
             if self._pieces is not None:
                 self._dropPieces(requestId)
+            outbox = self._peer.outbox
+            if outbox is not None and requestId in outbox and requestId in self._table:
+                self._answeredEarly(requestId)
             request = self._table.pop(requestId, None)
             if request is None:
                 if self.orphans:
@@ -947,6 +970,8 @@ class SockShareClientProtocol(Protocol):
 
     def _closing(self) -> None:
         self.state = CLOSING
+        # Nothing more is written, nor waited for.
+        self._pieces = None
         if self._peer.outbox is not None:
             self._peer.outbox.stop()
         # A PING already waiting keeps waiting: no byte in time aborts a
