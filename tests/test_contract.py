@@ -360,8 +360,9 @@ class ContractMixin:
         Wire v3: requests and replies above fragmentSize cross in fragments,
         a turn of the reactor at a time, while a small request made after
         them is answered at once; a request cancelled with part of it sent
-        fails alone and never reaches the handler; every Deferred fires once
-        and nothing is left.
+        fails alone and never reaches the handler, and one cut by the
+        backend's reset fails with ConnectionDropped; every Deferred fires
+        once and nothing is left.
         """
         # The backends' default (the stub's server sends whole messages
         # unless told).
@@ -383,6 +384,14 @@ class ContractMixin:
         self.assertEqual(answers, [[payload] for payload in large])
         self.assertNotIn(held, self.handler.seen)
         self.assertEqual(client.pending, 0)
+        # The backend goes away with a request half sent: it fails alone,
+        # once, and nothing of it is left.
+        cut = self.outcomes.track(client.request(b"echo cut " + b"c" * (3 * TURN_BYTES)))
+        oneTurn(self.reactor)
+        self.serverCloses(client, clean=False)
+        for _ in range(5):
+            oneTurn(self.reactor)
+        self.assertTrue(failedWith(cut, ConnectionDropped), cut)
         self.assertNothingLeft(client)
 
     def test_keepsWithinTheServersLimit(self) -> None:
