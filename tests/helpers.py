@@ -26,6 +26,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
+from twisted_sockshare import SockShareClientFactory
 from twisted_sockshare.codecs import Multiplexed
 from twisted_sockshare.wire import (
     BUDGET_SIZE,
@@ -277,3 +278,23 @@ def oneTurn(clock: Clock) -> None:
             clock.calls.remove(call)
             call.called = 1
             call.func(*call.args, **call.kw)
+
+
+class ClientTestCase(SynchronousTestCase):
+    """
+    Builds a client on a L{FakeEndpoint} and a L{Clock}.
+    """
+
+    def makeClient(self, **options: object) -> SockShareClientFactory:
+        self.clock = Clock()
+        self.endpoint = FakeEndpoint()
+        self.client = SockShareClientFactory(self.endpoint, self.clock, **options)  # type: ignore[arg-type]
+        return self.client
+
+    def assertInvariant(self) -> None:
+        """
+        Every accepted request is answered, failed or pending.
+        """
+        s = self.client.stats()
+        self.assertEqual(s["requests"], s["responses"] + s["remoteErrors"] + s["failures"] + s["pending"])
+        self.assertGreaterEqual(s["pending"], 0)

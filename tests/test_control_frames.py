@@ -34,8 +34,7 @@ from twisted_sockshare.wire import (
     encodeFrame,
 )
 
-from .helpers import connectServer
-from .test_client import ClientTestCase
+from .helpers import ClientTestCase, connectServer
 
 
 def frames(transport: StringTransport) -> list[tuple[int, int, bytes]]:

@@ -34,8 +34,7 @@ from twisted_sockshare.wire import (
 )
 
 from .contract import PORTS, Backends
-from .helpers import connectServer, oneTurn
-from .test_client import ClientTestCase
+from .helpers import ClientTestCase, connectServer, oneTurn
 
 
 def decode(data: bytes, kinds: frozenset[int] = CLIENT_RECEIVES | SERVER_RECEIVES) -> list[tuple[int, int, bytes]]:

@@ -47,8 +47,7 @@ from twisted_sockshare.wire import (
 )
 
 from .contract import PORTS, Backends
-from .helpers import connectServer
-from .test_client import ClientTestCase
+from .helpers import ClientTestCase, connectServer
 
 
 def serverFrames(transport: Any) -> list[tuple[int, int, bytes]]:

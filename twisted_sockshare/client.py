@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_client -*-
+# -*- test-case-name: tests.test_client,tests.test_lifecycle,tests.test_timeouts,tests.test_cancel -*-
 """
 The shared client: one lazily opened, counted connection per backend.
 
