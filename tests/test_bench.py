@@ -35,7 +35,7 @@ from twisted_sockshare.bench.report import (
     summary,
     writeJSON,
 )
-from twisted_sockshare.bench.runner import Backend, Plan, Row, run
+from twisted_sockshare.bench.runner import Backend, Plan, Row, _Restarts, run
 from twisted_sockshare.wire import CANCEL, CLIENT_RECEIVES, PING, PONG, REQUEST, RESPONSE, FrameDecoder, encodeFrame
 
 from .helpers import tempPath
@@ -673,3 +673,40 @@ class MinimalClientTests(SynchronousTestCase):
         self.assertIn("no", str(self.failureResultOf(bad, RuntimeError).value))
         protocol.connectionLost(Failure(ConnectionLost()))
         self.failureResultOf(lost, ConnectionLost)
+
+
+class RestartsTests(SynchronousTestCase):
+    """
+    --restart-every kills the backend once it has been up that long and has
+    answered a request since it started, and not before.
+    """
+
+    def test_killsOnlyAfterServing(self) -> None:
+        clock = Clock()
+        tally = Tally()
+        kills: list[Deferred[None]] = []
+
+        class FakeBackend:
+            async def restart(self) -> None:
+                done: Deferred[None] = Deferred()
+                kills.append(done)
+                await done
+
+        restarts = _Restarts(clock, FakeBackend(), tally, 1.0)  # type: ignore[arg-type]
+        clock.pump([0.1] * 30)
+        self.assertEqual(kills, [], "killed before it answered anything")
+        tally.completed = 1
+        clock.advance(0.1)
+        self.assertEqual(len(kills), 1)
+        clock.pump([0.1] * 30)
+        self.assertEqual(len(kills), 1, "killed again while the last restart was under way")
+        kills[0].callback(None)
+        tally.completed = 2
+        clock.pump([0.1] * 9)
+        self.assertEqual(len(kills), 1, "killed before it had been up 1 s")
+        clock.pump([0.1] * 2)
+        self.assertEqual(len(kills), 2)
+        kills[1].callback(None)
+        restarts.stop()
+        clock.pump([0.1] * 30)
+        self.assertEqual(len(kills), 2)

@@ -133,7 +133,10 @@ class BenchOptions(_Command):
             "restart-every",
             None,
             None,
-            "Kill and restart the backend process every this many seconds during each measurement (a soak)",
+            (
+                "Kill and restart the backend process during each measurement (a soak), each time it has been"
+                " up this many seconds and has answered a request since it started"
+            ),
             number(float, "restart-every", 0, False),
         ],
         [

@@ -406,6 +406,35 @@ def _median(rows: list[Row]) -> Row:
     return replace(median, spread=round(spread, 4), rates=[row.requestsPerSecond for row in rows])
 
 
+class _Restarts:
+    """
+    Kill and restart the backend's process every C{every} seconds of it
+    serving: each kill waits until the process has been ready for C{every}
+    seconds I{and} has answered a request since, so that a loaded machine,
+    on which a process takes longer to start, still gets a soak rather than
+    a backend that never serves.
+    """
+
+    def __init__(self, reactor: Any, backend: Backend, tally: Tally, every: float) -> None:
+        self._reactor, self._backend, self._tally, self._every = reactor, backend, tally, every
+        self._ready()
+        self._call = LoopingCall(self._check)
+        self._call.clock = reactor
+        self._call.start(min(0.1, every), now=False)
+
+    def _ready(self, ignored: object = None) -> None:
+        self._readyAt = self._reactor.seconds()
+        self._served = self._tally.succeeded
+
+    def _check(self) -> Deferred[None] | None:
+        if self._reactor.seconds() - self._readyAt < self._every or self._tally.succeeded <= self._served:
+            return None
+        return Deferred.fromCoroutine(self._backend.restart()).addCallback(self._ready)
+
+    def stop(self) -> None:
+        self._call.stop()
+
+
 async def _measure(
     reactor: Any, backend: Backend, kind: Kind, settings: Settings, plan: Plan, progress: Progress | None
 ) -> Row:
@@ -425,9 +454,7 @@ async def _measure(
     serverCpu = backend.cpuSeconds()
     restarts = None
     if plan.restartEvery is not None:
-        restarts = LoopingCall(lambda: Deferred.fromCoroutine(backend.restart()))
-        restarts.clock = reactor
-        restarts.start(plan.restartEvery, now=False)
+        restarts = _Restarts(reactor, backend, load.tally, plan.restartEvery)
     try:
         tally = await _drive(reactor, load, plan.stallTimeout)
     finally:
