@@ -6,13 +6,14 @@ endpoint, the requests made meanwhile waiting for it in order.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._request import _Request
-from ._states import _IDLE, _Closing, _Connected, _Connecting, _State
+from ._states import _IDLE, _Closing, _Connected, _Connecting, _Idle, _State
 from .connection import LIVE, LOST, SockShareClientProtocol
 from .errors import ConnectFailed, ConnectionDropped
 from .stats import _Events
@@ -57,24 +58,15 @@ class _Connector:
     _events: _Events
     requestFailed: Callable[[_Request, BaseException], None]
     _quiet: Callable[[], None]
+    _on: Callable[..., Any]
+    _moveTo: Callable[[str, _State], None]
     _dispatch: Callable[[_Request, bytes], None]
 
-    def _connect(self, first: _Request) -> None:
-        wait = self._retryAt - self._clock.seconds()
-        if wait > 0:
-            if first.extra is not None and first.extra.waitForReady:
-                self._waitForReady(first)
-                return
-            # Backing off after failed attempts: fail fast, do not queue.
-            self.requestFailed(
-                first,
-                ConnectFailed(
-                    f"could not connect to {self.endpointDescription}: {self._lastConnectError} "
-                    f"({self._failuresInRow} attempts failed in a row; the next in {wait:.2f} s)"
-                ),
-            )
-            return
-        self._state = connecting = _Connecting(first)
+    # Actions of the lifecycle table (_lifecycle.CLIENT): each takes the
+    # state it runs in.
+
+    def _startAttempt(self, idle: _Idle, first: _Request) -> None:
+        self._moveTo("send", connecting := _Connecting(first))
         if self.noisy:
             _log.debug("Connecting to {endpoint}", endpoint=self.endpointDescription)
         attempt = connecting.start(self._endpoint, self, self._clock, self.connectTimeout)  # type: ignore[arg-type]
@@ -82,54 +74,79 @@ class _Connector:
             self._connectSucceeded, self._connectFailed, callbackArgs=(connecting,), errbackArgs=(connecting,)
         )
 
-    def _attemptEnded(self, connecting: _Connecting) -> list[_Request]:
-        """
-        Leave C{connecting} (the attempt succeeded or failed) and return the
-        requests that still wait on it.
-        """
-        state = self._state
-        if state is connecting:
-            self._state = _IDLE
-        elif type(state) is _Closing and state.connecting is connecting:
-            state.connecting = None
-        return connecting.end()
+    def _failFast(self, idle: _Idle, first: _Request) -> None:
+        if first.extra is not None and first.extra.waitForReady:
+            self._waitForReady(first)
+            return
+        # Backing off after failed attempts: fail fast, do not queue.
+        wait = self._retryAt - self._clock.seconds()
+        self.requestFailed(
+            first,
+            ConnectFailed(
+                f"could not connect to {self.endpointDescription}: {self._lastConnectError} "
+                f"({self._failuresInRow} attempts failed in a row; the next in {wait:.2f} s)"
+            ),
+        )
+
+    def _queue(self, connecting: _Connecting, request: _Request) -> None:
+        connecting.waiting.append(request)
+
+    def _keepConnecting(self, connecting: _Connecting) -> None:
+        pass
 
     def _connectSucceeded(self, connection: SockShareClientProtocol, connecting: _Connecting) -> None:
-        current = self._state is connecting
-        waiting = self._attemptEnded(connecting)
         self._events.connectionsOpened += 1
         self._failuresBeforeConnect, self._failuresInRow = self._failuresInRow, 0
         if connection.state is LOST:
             # connectionLost ran before the endpoint reported the connection.
-            self._connectFailed(
-                Failure(ConnectionDropped("connection lost as soon as it was made")), connecting, waiting
-            )
-            return
+            reason = Failure(ConnectionDropped("connection lost as soon as it was made"))
+            self._on("connectFailed", reason, connecting)
+        else:
+            self._on("connected", connection, connecting)
+
+    def _connectFailed(self, reason: Failure, connecting: _Connecting) -> None:
+        self._on("connectFailed", reason, connecting)
+
+    def _useConnection(
+        self, connecting: _Connecting, connection: SockShareClientProtocol, attempt: _Connecting
+    ) -> None:
+        self._moveTo("connected", _Connected(connection))
         if self.noisy:
             _log.debug("Connected to {endpoint}", endpoint=self.endpointDescription)
+        self._writeWaiting(connection, attempt.end())
+        if not self._pending:
+            self._quiet()
+
+    def _sendLast(self, closing: _Closing, connection: SockShareClientProtocol, attempt: _Connecting) -> None:
+        # The client is closing: the requests that waited are the last.
+        closing.connecting = None
+        self._writeWaiting(connection, attempt.end())
+        connection.retire()
+        if not self._pending:
+            self._quiet()
+
+    def _writeWaiting(self, connection: SockShareClientProtocol, waiting: list[_Request]) -> None:
         self._connections.add(connection)
-        if current:
-            self._state = _Connected(connection)
         for request in waiting:
             payload, request.payload = request.payload, None
             if connection.state is LIVE:
                 connection.send(request, payload)  # type: ignore[arg-type]
             else:  # it took its last request (maxRequestsPerConnection, ids)
                 self._dispatch(request, payload)  # type: ignore[arg-type]
-        if not current:  # the client is closing: these requests are the last
-            connection.retire()
-        if not self._pending:
-            self._quiet()
 
-    def _connectFailed(self, reason: Failure, connecting: _Connecting, waiting: list[_Request] | None = None) -> None:
-        if waiting is None:
-            waiting = self._attemptEnded(connecting)
-        why = connecting.abandoned or reason.getErrorMessage()
-        if connecting.abandoned != "closing":
+    def _failWaiting(self, state: _Connecting | _Closing, reason: Failure, attempt: _Connecting) -> None:
+        if state is attempt:
+            self._moveTo("connectFailed", _IDLE)
+            closing = attempt.abandoned == "closing"
+        else:
+            state.connecting = None  # type: ignore[union-attr]
+            closing = True
+        waiting = attempt.end()
+        why = attempt.abandoned or reason.getErrorMessage()
+        if attempt.abandoned != "closing":
             self._events.connectFailures += 1
             self._backOff(self._failuresInRow, why)
         error = ConnectFailed(f"could not connect to {self.endpointDescription}: {why}")
-        closing = connecting.abandoned == "closing" or type(self._state) is _Closing
         for request in waiting:
             if not request.called:
                 if request.extra is not None and request.extra.waitForReady and not closing:

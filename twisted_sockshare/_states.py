@@ -1,7 +1,8 @@
 """
 The states of a shared client (L{twisted_sockshare.SockShareClientFactory}),
 each a small class holding what is true only in that state, and its timers.
-The client is in exactly one of them at a time.
+The client is in exactly one of them at a time, and moves between them by
+the rows of L{twisted_sockshare._lifecycle.CLIENT}.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from .connection import SockShareClientProtocol
 class _Idle:
     """No usable connection: the next request connects."""
 
+    #: Its name in the lifecycle table (L{twisted_sockshare._lifecycle.CLIENT}).
+    name = "idle"
     __slots__ = ()
     #: Whether the client takes new requests in this state.
     accepting = True
@@ -36,6 +39,8 @@ class _Connecting:
     @ivar abandoned: why the client cancelled the attempt, if it did.
     """
 
+    #: Its name in the lifecycle table (L{twisted_sockshare._lifecycle.CLIENT}).
+    name = "connecting"
     __slots__ = ("waiting", "attempt", "timeoutCall", "abandoned")
     accepting = True
     connection = None
@@ -91,6 +96,8 @@ class _Connected:
     @ivar quietSince: when the pending count last fell to zero.
     """
 
+    #: Its name in the lifecycle table (L{twisted_sockshare._lifecycle.CLIENT}).
+    name = "connected"
     __slots__ = ("connection", "idleCall", "quietSince")
     accepting = True
 
@@ -116,6 +123,8 @@ class _Closing:
         requests wait on it: they are sent, then that connection retires.
     """
 
+    #: Its name in the lifecycle table (L{twisted_sockshare._lifecycle.CLIENT}).
+    name = "closing"
     __slots__ = ("waiters", "connecting", "deadlineCall")
     accepting = False
     connection = None
@@ -142,6 +151,8 @@ class _Closing:
 class _Closed:
     """Closed: every request is refused; nothing is left open."""
 
+    #: Its name in the lifecycle table (L{twisted_sockshare._lifecycle.CLIENT}).
+    name = "closed"
     __slots__ = ()
     accepting = False
     connection = None

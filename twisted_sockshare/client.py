@@ -42,10 +42,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._connector import _Connector
+from ._lifecycle import CLIENT
 from ._reactor import maybeGlobalReactor
 from ._request import _Extra, _Request
 from ._retrybudget import _RetryBudget
-from ._states import _CLOSED, _IDLE, _Closing, _Connected, _Connecting, _State
+from ._states import _CLOSED, _IDLE, _Closed, _Closing, _Connected, _Connecting, _Idle, _State
 from ._timeouts import _RequestTimeouts
 from .codecs import NEXT, Codec
 from .connection import ConnectionState, SockShareClientProtocol
@@ -221,7 +222,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         self._retryBudget = _RetryBudget(reactor)
 
     def __repr__(self) -> str:
-        state = type(self._state).__name__[1:].lower()
+        state = self._state.name
         return f"<SockShareClientFactory {self.endpointDescription} {state} pending={len(self._pending)}>"
 
     def buildProtocol(self, addr: IAddress | None) -> SockShareClientProtocol:
@@ -380,17 +381,14 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             return
         if connection is not None:
             self._retire(connection, f"older than maxLifetime={self.maxLifetime} seconds")
-            state = self._state
         request.connection = None
         request.requestId = -1
         request.payload = payload
-        if type(state) is _Connecting:
-            state.waiting.append(request)
-        elif state.accepting:
-            self._connect(request)
-        else:
-            closed = ClientClosed(f"the client for {self.endpointDescription} closed before it was sent")
-            self.requestFailed(request, closed)
+        self._on("sendBackingOff" if self._retryAt > now else "send", request)
+
+    def _refuse(self, state: _Closing | _Closed, request: _Request) -> None:
+        closed = ClientClosed(f"the client for {self.endpointDescription} closed before it was sent")
+        self.requestFailed(request, closed)
 
     def _reject(self, payload: object) -> Deferred[bytes]:
         self._events.rejected += 1
@@ -477,10 +475,8 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         self._events.lateResponses += 1
 
     def connectionUnusable(self, connection: SockShareClientProtocol) -> None:
-        state = self._state
-        if type(state) is _Connected and state.connection is connection:
-            state.cancelIdle()
-            self._state = _IDLE
+        if self._state.connection is connection:
+            self._on("unusable")
 
     def connectionGone(self, connection: SockShareClientProtocol, tlsFailed: bool) -> None:
         self._events.connectionsClosed += 1
@@ -516,44 +512,65 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         _log.info("{endpoint} sent GOAWAY: {reason}", endpoint=self.endpointDescription, reason=reason)
 
     # -- The client's life ------------------------------------------------------
+    #
+    # Each input is looked up in the declared table _lifecycle.CLIENT, which
+    # names the action (the method "_" + its name, given the state it runs
+    # in) and the state that follows; an input a state does not declare
+    # raises.  Only _moveTo changes the state, and only as a row says.
+
+    def _on(self, input: str, *args: Any) -> Any:
+        state = self._state
+        return getattr(self, "_" + CLIENT.step(state.name, input).action)(state, *args)
+
+    def _moveTo(self, input: str, state: _State) -> None:
+        CLIENT.check(self._state.name, input, state.name)
+        self._state = state
 
     def _quiet(self) -> None:
         """
         The pending count is zero: close what is no longer needed.
         """
-        state = self._state
-        if type(state) is _Connected:
-            idleTimeout = self.idleTimeout
-            if idleTimeout == 0:
-                self._closeIdle(state)
-            elif idleTimeout is not None:
-                # The timer is not moved when requests come and go: it
-                # checks, when it fires, how long the count has been zero.
-                state.quietSince = self._seconds()
-                if state.idleCall is None:
-                    state.idleCall = self._clock.callLater(idleTimeout, self._closeIdle, state)
-        elif state is _IDLE:
-            self._cancelDeadlines()
-        elif type(state) is _Closing:
-            if state.connecting is not None:
-                state.connecting.abandon("closing")
-            self._maybeClosed(state)
+        self._on("quiet")
 
-    def _closeIdle(self, state: _Connected) -> None:
-        state.idleCall = None
-        if self._state is not state or self._pending:
+    def _stopDeadlines(self, idle: _Idle) -> None:
+        self._cancelDeadlines()
+
+    def _linger(self, connected: _Connected) -> None:
+        idleTimeout = self.idleTimeout
+        if idleTimeout == 0:
+            self._on("idle")
+        elif idleTimeout is not None:
+            # The timer is not moved when requests come and go: it checks,
+            # when it fires, how long the count has been zero.
+            connected.quietSince = self._seconds()
+            if connected.idleCall is None:
+                connected.idleCall = self._clock.callLater(idleTimeout, self._closeIdle, connected)
+
+    def _closeIdle(self, connected: _Connected) -> None:
+        """
+        The idle timer fired: the C{idle} input, if the count has been zero
+        for C{idleTimeout}.
+        """
+        connected.idleCall = None
+        if self._state is not connected or self._pending:
             return  # the next time the count falls to zero sets the timer
         idleTimeout = self.idleTimeout
-        if idleTimeout:
-            left = state.quietSince + idleTimeout - self._seconds()
-            if left > 0:
-                state.idleCall = self._clock.callLater(left, self._closeIdle, state)
-                return
+        left = connected.quietSince + idleTimeout - self._seconds() if idleTimeout else 0.0
+        if left > 0:
+            connected.idleCall = self._clock.callLater(left, self._closeIdle, connected)
+        else:
+            self._on("idle")
+
+    def _closeConnection(self, connected: _Connected) -> None:
         if self.noisy:
             _log.debug("Closing idle connection to {endpoint}", endpoint=self.endpointDescription)
-        self._state = _IDLE
+        self._moveTo("idle", _IDLE)
         self._cancelDeadlines()
-        state.connection.close()
+        connected.connection.close()
+
+    def _forgetConnection(self, connected: _Connected) -> None:
+        connected.cancelIdle()
+        self._moveTo("unusable", _IDLE)
 
     def _retire(self, connection: SockShareClientProtocol, why: str) -> None:
         """
@@ -576,37 +593,55 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             and no connection of this client is left.  Calling it again is
             harmless.
         """
-        state = self._state
-        if state is _CLOSED:
-            return succeed(None)
+        waiter: Deferred[None] = self._on("close")
+        return waiter
+
+    def _startClosing(self, state: _Idle | _Connecting | _Connected) -> Deferred[None]:
+        _log.debug("Closing the client for {endpoint}", endpoint=self.endpointDescription)
+        connecting = state if type(state) is _Connecting else None
+        closing = _Closing(connecting, self._clock, self.closeTimeout, self._closeTimedOut)
         # The waiter is in place before any connection is told to close: a
         # transport may report the loss at once, and the client be closed
         # before this returns.
         waiter: Deferred[None] = Deferred()
-        if type(state) is _Closing:
-            state.waiters.append(waiter)
-        else:
-            _log.debug("Closing the client for {endpoint}", endpoint=self.endpointDescription)
-            connecting = state if type(state) is _Connecting else None
-            closing = _Closing(connecting, self._clock, self.closeTimeout, self._closeTimedOut)
-            closing.waiters.append(waiter)
-            self._state = closing
-            if type(state) is _Connected:
-                state.cancelIdle()
-            for connection in list(self._connections):
-                connection.retire()
-            where = self.endpointDescription
-            self._stopWaitingForReady(ClientClosed(f"the client for {where} was closed while the request waited"))
+        closing.waiters.append(waiter)
+        self._moveTo("close", closing)
+        if type(state) is _Connected:
+            state.cancelIdle()
+        for connection in list(self._connections):
+            connection.retire()
+        where = self.endpointDescription
+        self._stopWaitingForReady(ClientClosed(f"the client for {where} was closed while the request waited"))
         if not self._pending:
             self._quiet()
         return waiter
 
+    def _addWaiter(self, closing: _Closing) -> Deferred[None]:
+        waiter: Deferred[None] = Deferred()
+        closing.waiters.append(waiter)
+        if not self._pending:
+            self._quiet()
+        return waiter
+
+    def _stayClosed(self, closed: _Closed) -> None:
+        pass
+
+    def _alreadyClosed(self, closed: _Closed) -> Deferred[None]:
+        return succeed(None)
+
+    def _abandonAttempt(self, closing: _Closing) -> None:
+        if closing.connecting is not None:
+            closing.connecting.abandon("closing")
+        self._maybeClosed(closing)
+
     def _closeTimedOut(self, closing: _Closing) -> None:
         """
-        C{closeTimeout} passed since L{close}: fail what is still pending and
-        abort every connection.
+        C{closeTimeout} passed since L{close}.
         """
         closing.deadlineCall = None
+        self._on("closeTimeout")
+
+    def _failPending(self, closing: _Closing) -> None:
         error = ClientClosed(
             f"the client for {self.endpointDescription} was closed and the request was still pending "
             f"closeTimeout={self.closeTimeout} seconds later"
@@ -624,9 +659,12 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
 
     def _maybeClosed(self, closing: _Closing) -> None:
         if self._state is closing and not (self._pending or self._connections or closing.connecting):
-            self._cancelDeadlines()
-            self._state = _CLOSED
-            closing.finish()
+            self._on("drained")
+
+    def _finishClosing(self, closing: _Closing) -> None:
+        self._cancelDeadlines()
+        self._moveTo("drained", _CLOSED)
+        closing.finish()
 
 
 __all__ = ["SockShareClientFactory", "SockShareClientProtocol", "ConnectionState"]

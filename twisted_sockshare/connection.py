@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._fragments import Outbox, Reassembly
+from ._lifecycle import CONNECTION
 from ._liveness import _Liveness
 from ._nodelay import setNoDelay
 from ._sendnow import canSendNow, sendNow
@@ -882,15 +883,30 @@ class SockShareClientProtocol(Protocol):
         )
 
     # -- The connection's life -------------------------------------------------
+    #
+    # Each input is looked up in the declared table _lifecycle.CONNECTION,
+    # which names the action (the method "_" + its name) and the state that
+    # follows; an input a state does not declare raises.
+
+    def _on(self, input: str, *args: Any) -> None:
+        getattr(self, "_" + CONNECTION.step(self.state.value, input).action)(*args)
+
+    def _moveTo(self, input: str, state: ConnectionState) -> None:
+        CONNECTION.check(self.state.value, input, state.value)
+        self.state = state
+
+    def _ignore(self, *args: object) -> None:
+        pass
 
     def retire(self) -> None:
         """
         Take no new requests; close once the requests here are answered
         (at once if none is).
         """
-        if self.state is not LIVE:
-            return
-        self.state = RETIRING
+        self._on("retire")
+
+    def _stopTaking(self) -> None:
+        self._moveTo("retire", RETIRING)
         self._owner.connectionUnusable(self)
         if self._held:
             self._handOver()
@@ -901,9 +917,10 @@ class SockShareClientProtocol(Protocol):
         Close gracefully: the peer reads what is left and the close
         completes, or it is aborted after the client's C{closeTimeout}.
         """
-        if self.state is CLOSING or self.state is LOST:
-            return
-        self._closing()
+        self._on("close")
+
+    def _closeGracefully(self) -> None:
+        self._closing("close")
         self.transport.loseConnection()  # type: ignore[union-attr]
         if self.state is not LOST:
             self._abortCall = self._clock.callLater(self._options.closeTimeout, self._abortClosing)
@@ -912,20 +929,25 @@ class SockShareClientProtocol(Protocol):
         """
         Abort the connection now and fail every request on it with C{error}.
         """
-        if self.state is CLOSING or self.state is LOST:
-            if self.state is CLOSING:
-                self.transport.abortConnection()  # type: ignore[union-attr]
-            return
-        self._closing()
+        self._on("abort", error)
+
+    def _abortNow(self, error: BaseException | None) -> None:
+        self._closing("abort")
         self.transport.abortConnection()  # type: ignore[union-attr]
         if error is not None:
             self._failAll(error)
 
+    def _abortTransport(self, error: BaseException | None) -> None:
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not isinstance(reason, Failure):
             reason = Failure(reason)
+        self._on("lost", reason)
+
+    def _lose(self, reason: Failure) -> None:
         before = self.state
-        self.state = LOST
+        self._moveTo("lost", LOST)
         self._liveness.stop()
         self._pieces = None
         if self._peer.outbox is not None:
@@ -968,8 +990,8 @@ class SockShareClientProtocol(Protocol):
 
     # -- Helpers -----------------------------------------------------------------
 
-    def _closing(self) -> None:
-        self.state = CLOSING
+    def _closing(self, input: str) -> None:
+        self._moveTo(input, CLOSING)
         # Nothing more is written, nor waited for.
         self._pieces = None
         if self._peer.outbox is not None:
