@@ -386,7 +386,7 @@ class ConnectFailureTests(ClientTestCase):
 
     def test_defaultBackoffBounded(self) -> None:
         """The default backoff starts near 0.1 s, doubles, and stays within 5.1 s."""
-        from twisted_sockshare.client import _defaultBackoff
+        from twisted_sockshare._backoff import defaultBackoff as _defaultBackoff
 
         self.assertTrue(0.1 <= _defaultBackoff(0) <= 0.2)
         self.assertTrue(0.2 <= _defaultBackoff(1) <= 0.3)

@@ -322,7 +322,7 @@ class SharedClientMachine(RuleBasedStateMachine):
     @invariant()
     def timersOwned(self) -> None:
         names = [call.func.__name__ for call in self.clock.getDelayedCalls()]
-        assert names.count("_checkDeadlines") <= 1, names
+        assert names.count("checkDeadlines") <= 1, names
         assert names.count("_turn") <= len(self.liveConnections()), names
         assert names.count("abandon") == len(self.openAttempts()), names
         idle = names.count("_closeIdle")

@@ -11,7 +11,7 @@ a C{timeout} of its own has a timer of its own, which the shared one skips.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -24,40 +24,72 @@ from .stats import _Events
 _log = Logger(namespace="twisted_sockshare.client")
 
 
-class _RequestTimeouts:
+class TimeoutsOwner(Protocol):
     """
-    The request timeouts of L{twisted_sockshare.SockShareClientFactory},
-    mixed into it.  A timed-out request fails alone and its connection sends
-    CANCEL, unless the connection is reset (C{resetOnTimeout}, or an ordered
-    codec); if nothing at all came on the connection since the request was
-    written, a PING checks that it is alive (C{pingTimeout}).
+    What the request timeouts need of their client.
     """
 
-    #: The one timer of every request timeout.
-    _deadlineCall: IDelayedCall | None = None
-
-    # What the client provides.
-    _pending: dict[_Request, None]
-    _clock: IReactorTime
-    _seconds: Callable[[], float]
     endpointDescription: str
     requestTimeout: float | None
-    _resets: bool
-    _events: _Events
-    requestFailed: Callable[[_Request, BaseException], None]
-    _abandonRequest: Callable[[_Request, BaseException], None]
 
-    def _checkDeadlines(self) -> None:
+    def requestFailed(self, request: _Request, error: BaseException) -> None:
+        """C{request} failed with C{error}."""
+
+    def abandonRequest(self, request: _Request, error: BaseException) -> None:
+        """Fail C{request} with C{error} without its reply (CANCEL)."""
+
+
+class RequestTimeouts:
+    """
+    The request timeouts of a shared client.  A timed-out request fails
+    alone and its connection sends CANCEL, unless the connection is reset
+    (C{resetOnTimeout}, or an ordered codec); if nothing at all came on the
+    connection since the request was written, a PING checks that it is
+    alive (C{pingTimeout}).
+
+    @ivar call: the one timer of every request timeout (C{requestTimeout}),
+        or L{None} while none is set.
+    """
+
+    def __init__(
+        self, owner: TimeoutsOwner, pending: dict[_Request, None], clock: IReactorTime, resets: bool, events: _Events
+    ) -> None:
+        """
+        @param pending: the client's pending requests, in the order they
+            were made (which is their deadlines' order).
+        @param resets: whether a timeout resets its connection.
+        """
+        self._owner = owner
+        self._pending = pending
+        self._clock = clock
+        self._resets = resets
+        self._events = events
+        self.call: IDelayedCall | None = None
+
+    def start(self, timeout: float) -> None:
+        """
+        Set the timer for a request just made, the only one pending with
+        C{requestTimeout}.
+        """
+        self.call = self._clock.callLater(timeout, self.checkDeadlines)
+
+    def own(self, request: _Request, timeout: float) -> IDelayedCall:
+        """
+        The timer of a request with a C{timeout} of its own.
+        """
+        return self._clock.callLater(timeout, self._ownTimeout, request)
+
+    def checkDeadlines(self) -> None:
         """
         Time out the requests past their deadline.  One timer serves every
         request: it is set for the oldest pending request's deadline, and
         moved forward when that request has already been answered.
         """
-        self._deadlineCall = None
-        timeout = self.requestTimeout
+        self.call = None
+        timeout = self._owner.requestTimeout
         if timeout is None:  # turned off since the timer was set
             return
-        now = self._seconds()
+        now = self._clock.seconds()
         expired = []
         for request in self._pending:
             if request.sentAt + timeout > now:
@@ -68,17 +100,14 @@ class _RequestTimeouts:
             if not request.called:
                 self._timedOut(request, f"requestTimeout={timeout}")
         # A request made by an errback above may have set a later timer.
-        self._cancelDeadlines()
+        self.cancel()
         for request in self._pending:
             if request.extra is None or request.extra.timeout is None:
                 deadline = request.sentAt + timeout
-                self._deadlineCall = self._clock.callLater(max(0.0, deadline - now), self._checkDeadlines)
+                self.call = self._clock.callLater(max(0.0, deadline - now), self.checkDeadlines)
                 break
 
     def _ownTimeout(self, request: _Request) -> None:
-        """
-        The timer of a request with a C{timeout} of its own fired.
-        """
         extra = request.extra
         assert extra is not None
         extra.timer = None
@@ -87,11 +116,12 @@ class _RequestTimeouts:
 
     def _timedOut(self, request: _Request, limit: str) -> None:
         self._events.timeouts += 1
-        where = self.endpointDescription
+        owner = self._owner
+        where = owner.endpointDescription
         error = RequestTimeout(f"no response from {where} within {limit} seconds")
         connection = request.connection
         if connection is None or connection.state is CLOSING or connection.state is LOST:
-            self.requestFailed(request, error)
+            owner.requestFailed(request, error)
         elif self._resets:
             others = connection.outstanding - 1
             _log.warn(
@@ -105,15 +135,18 @@ class _RequestTimeouts:
                     f"connection to {where} was reset because another request on it timed out (resetOnTimeout)"
                 )
             )
-            self.requestFailed(request, error)
+            owner.requestFailed(request, error)
         else:
             # A slow request is not a dead connection, but a silent one may be.
             silent = connection.silentSince(request)
-            self._abandonRequest(request, error)
+            owner.abandonRequest(request, error)
             if silent:
                 connection.probe()
 
-    def _cancelDeadlines(self) -> None:
-        if self._deadlineCall is not None:
-            self._deadlineCall.cancel()
-            self._deadlineCall = None
+    def cancel(self) -> None:
+        """
+        Stop the shared timer (nothing is pending, or the client closed).
+        """
+        if self.call is not None:
+            self.call.cancel()
+            self.call = None

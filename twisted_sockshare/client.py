@@ -28,12 +28,10 @@ C{close()} can wait for the socket to be gone.
 
 from __future__ import annotations
 
-import random
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
@@ -41,17 +39,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._connector import _Connector
+from ._backoff import ConnectBackoff
 from ._lifecycle import CLIENT
 from ._reactor import maybeGlobalReactor
 from ._request import _Extra, _Request
 from ._retrybudget import _RetryBudget
 from ._states import _CLOSED, _IDLE, _Closed, _Closing, _Connected, _Connecting, _Idle, _State
-from ._timeouts import _RequestTimeouts
+from ._timeouts import RequestTimeouts
 from .codecs import NEXT, Codec
-from .connection import ConnectionState, SockShareClientProtocol
+from .connection import LIVE, LOST, ConnectionState, SockShareClientProtocol
 from .errors import (
     ClientClosed,
+    ConnectFailed,
+    ConnectionDropped,
     PayloadTooLarge,
     RemoteError,
     RequestRefused,
@@ -60,15 +60,10 @@ from .errors import (
 )
 from .interfaces import ISockShareClient
 from .options import ClientOptions, checkTimeout, parseEndpoint
-from .stats import LATENCY_BUCKETS, STAT_KEYS, _ClientCounters, _Events
+from .stats import LATENCY_BUCKETS, STAT_KEYS, LatencyHistogram, _Events
 from .wire import RESPONSE
 
 _log = Logger(namespace="twisted_sockshare.client")
-
-
-#: The default connect backoff: 0.1 s after the first failure in a row,
-#: doubling, up to 5 s, plus up to 0.1 s of jitter.
-_defaultBackoff = backoffPolicy(initialDelay=0.1, maxDelay=5.0, factor=2.0, jitter=lambda: random.random() * 0.1)
 
 
 def _refusal(client: SockShareClientFactory, payload: object) -> Exception:
@@ -95,15 +90,14 @@ def _refusal(client: SockShareClientFactory, payload: object) -> Exception:
 def _option(name: str) -> Any:
     """
     The client's attribute C{name}, read from its options: the options that
-    are not read on the request path, so that the client's own attributes
-    stay few (CPython reads an object's attributes fastest while it has
-    fewer than 30: C{benchmarks/attribute_reads.py}).
+    are not read on the request path (those that are are the client's own
+    attributes, set once).
     """
     return property(lambda client: getattr(client.options, name), doc=f"The C{{{name}}} option (L{{ClientOptions}}).")
 
 
 @implementer(ISockShareClient)
-class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connector):
+class SockShareClientFactory(Factory):
     """
     A client that shares one lazily opened connection among all concurrent
     requests to one backend, counting them, and closes it when none is left.
@@ -136,6 +130,10 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
     #: usable connection or a fresh one (a balancer's endpoint clients leave
     #: that to the balancer, which sends it to another endpoint).
     _refusalsRetried = True
+
+    # The two counters the request path touches (the others are in _events).
+    _peakPending = 0
+    _responses = 0
 
     connectTimeout: float | None = _option("connectTimeout")
     closeTimeout: float = _option("closeTimeout")
@@ -202,13 +200,14 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         # Whether a timeout resets its connection (None: only where replies
         # cannot be skipped, with an ordered codec).
         self._resets = self.codec.ordered if resetOnTimeout is None else resetOnTimeout
-        self._connectBackoff = connectBackoff or _defaultBackoff
+        self._backoff = ConnectBackoff(self, reactor, connectBackoff)
         # An ordered codec's requests are encoded by request(), in advance.
         self._encodeEarly = self.codec.ordered
         self._state: _State = _IDLE
         # Pending requests in submission order, which is also deadline order.
         self._pending: dict[_Request, None] = {}
         self._events = _Events()
+        self._timeouts = RequestTimeouts(self, self._pending, reactor, self._resets, self._events)
         if latencyHistogram:
             # Connections call requestAnswered once per reply: only a client that
             # counts latency pays for it.
@@ -239,7 +238,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         Whether the backend is believed reachable: C{False} from a failed
         connection attempt until one succeeds (C{True} before the first).
         """
-        return self._failuresInRow == 0
+        return self._backoff.failuresInRow == 0
 
     @property
     def connected(self) -> bool:
@@ -265,7 +264,22 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
 
         @return: a new dict of counter names to values.
         """
-        return self._counters(len(self._pending), self.connected).asDict()
+        return self._events.stats(len(self._pending), self._peakPending, self._responses, self.connected).asDict()
+
+    def latency(self) -> LatencyHistogram:
+        """
+        The reply latency histogram since the client was made (counted with
+        C{latencyHistogram} only).
+        """
+        return self._events.latency()
+
+    @property
+    def backingOff(self) -> bool:
+        """
+        Whether connect attempts are being held back after failures: a
+        request now fails at once with C{ConnectFailed}.
+        """
+        return self._backoff.holding(self._clock.seconds())
 
     # -- Requests ------------------------------------------------------------
 
@@ -327,10 +341,10 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             if problem is not None:
                 self._events.rejected += 1
                 return fail(problem)
-        elif self._deadlineCall is None:
+        elif self._timeouts.call is None:
             timeout = self.requestTimeout
             if timeout is not None:
-                self._deadlineCall = self._clock.callLater(timeout, self._checkDeadlines)
+                self._timeouts.start(timeout)
         pending[request] = None
         if count >= self._peakPending:
             self._peakPending = count + 1
@@ -358,10 +372,10 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         if idempotent:
             self._retryBudget.request(request.sentAt)
         if timeout is not None:
-            extra.timer = self._clock.callLater(timeout, self._ownTimeout, request)
+            extra.timer = self._timeouts.own(request, timeout)
             request.addBoth(extra.stop)
-        elif self._deadlineCall is None and self.requestTimeout is not None:
-            self._deadlineCall = self._clock.callLater(self.requestTimeout, self._checkDeadlines)
+        elif self._timeouts.call is None and self.requestTimeout is not None:
+            self._timeouts.start(self.requestTimeout)
         return None
 
     def _dispatch(self, request: _Request, payload: bytes) -> None:
@@ -384,7 +398,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         request.connection = None
         request.requestId = -1
         request.payload = payload
-        self._on("sendBackingOff" if self._retryAt > now else "send", request)
+        self._on("sendBackingOff" if self._backoff.holding(now) else "send", request)
 
     def _refuse(self, state: _Closing | _Closed, request: _Request) -> None:
         closed = ClientClosed(f"the client for {self.endpointDescription} closed before it was sent")
@@ -393,6 +407,95 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
     def _reject(self, payload: object) -> Deferred[bytes]:
         self._events.rejected += 1
         return fail(_refusal(self, payload))
+
+    # -- Connecting ------------------------------------------------------------
+    #
+    # One attempt at a time through the endpoint, the requests made meanwhile
+    # waiting for it in order; after a failed attempt the next one waits
+    # (ConnectBackoff).
+
+    def _startAttempt(self, idle: _Idle, first: _Request) -> None:
+        self._moveTo("send", connecting := _Connecting(first))
+        if self.noisy:
+            _log.debug("Connecting to {endpoint}", endpoint=self.endpointDescription)
+        attempt = connecting.start(self._endpoint, self, self._clock, self.connectTimeout)
+        attempt.addCallbacks(
+            self._connectSucceeded, self._connectFailed, callbackArgs=(connecting,), errbackArgs=(connecting,)
+        )
+
+    def _failFast(self, idle: _Idle, first: _Request) -> None:
+        if first.extra is not None and first.extra.waitForReady:
+            self._backoff.waitForReady(first)
+        else:  # backing off after failed attempts: fail fast, do not queue
+            self.requestFailed(first, self._backoff.refusal())
+
+    def _queue(self, connecting: _Connecting, request: _Request) -> None:
+        connecting.waiting.append(request)
+
+    def _keepConnecting(self, connecting: _Connecting) -> None:
+        pass
+
+    def _connectSucceeded(self, connection: SockShareClientProtocol, connecting: _Connecting) -> None:
+        self._events.connectionsOpened += 1
+        self._backoff.connected()
+        if connection.state is LOST:
+            # connectionLost ran before the endpoint reported the connection.
+            reason = Failure(ConnectionDropped("connection lost as soon as it was made"))
+            self._on("connectFailed", reason, connecting)
+        else:
+            self._on("connected", connection, connecting)
+
+    def _connectFailed(self, reason: Failure, connecting: _Connecting) -> None:
+        self._on("connectFailed", reason, connecting)
+
+    def _useConnection(
+        self, connecting: _Connecting, connection: SockShareClientProtocol, attempt: _Connecting
+    ) -> None:
+        self._moveTo("connected", _Connected(connection))
+        if self.noisy:
+            _log.debug("Connected to {endpoint}", endpoint=self.endpointDescription)
+        self._writeWaiting(connection, attempt.end())
+        if not self._pending:
+            self._quiet()
+
+    def _sendLast(self, closing: _Closing, connection: SockShareClientProtocol, attempt: _Connecting) -> None:
+        # The client is closing: the requests that waited are the last.
+        closing.connecting = None
+        self._writeWaiting(connection, attempt.end())
+        connection.retire()
+        if not self._pending:
+            self._quiet()
+
+    def _writeWaiting(self, connection: SockShareClientProtocol, waiting: list[_Request]) -> None:
+        self._connections.add(connection)
+        for request in waiting:
+            payload, request.payload = request.payload, None
+            if connection.state is LIVE:
+                connection.send(request, payload)  # type: ignore[arg-type]
+            else:  # it took its last request (maxRequestsPerConnection, ids)
+                self._dispatch(request, payload)  # type: ignore[arg-type]
+
+    def _failWaiting(self, state: _Connecting | _Closing, reason: Failure, attempt: _Connecting) -> None:
+        if state is attempt:
+            self._moveTo("connectFailed", _IDLE)
+            closing = attempt.abandoned == "closing"
+        else:
+            state.connecting = None  # type: ignore[union-attr]
+            closing = True
+        waiting = attempt.end()
+        why = attempt.abandoned or reason.getErrorMessage()
+        if attempt.abandoned != "closing":
+            self._events.connectFailures += 1
+            self._backoff.failed(why)
+        error = ConnectFailed(f"could not connect to {self.endpointDescription}: {why}")
+        for request in waiting:
+            if not request.called:
+                if request.extra is not None and request.extra.waitForReady and not closing:
+                    self._backoff.waitForReady(request)
+                else:
+                    self.requestFailed(request, error)
+        if not self._pending:
+            self._quiet()
 
     # -- What connections tell the client (connection.ConnectionOwner) ----------
     #
@@ -483,7 +586,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         self._connections.discard(connection)
         if tlsFailed:
             self._events.connectFailures += 1
-            self._handshakeFailed()
+            self._backoff.handshakeFailed()
         self.connectionUnusable(connection)
         if not self._pending:
             self._quiet()
@@ -492,9 +595,9 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         if request.called:
             return
         self._events.cancelled += 1
-        self._abandonRequest(request, CancelledError("request cancelled by the caller"))
+        self.abandonRequest(request, CancelledError("request cancelled by the caller"))
 
-    def _abandonRequest(self, request: _Request, error: BaseException) -> None:
+    def abandonRequest(self, request: _Request, error: BaseException) -> None:
         """
         Fail C{request} with C{error} without its reply: its connection sends
         CANCEL (where the codec has ids) and holds its id until the reply
@@ -533,7 +636,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         self._on("quiet")
 
     def _stopDeadlines(self, idle: _Idle) -> None:
-        self._cancelDeadlines()
+        self._timeouts.cancel()
 
     def _linger(self, connected: _Connected) -> None:
         idleTimeout = self.idleTimeout
@@ -565,7 +668,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         if self.noisy:
             _log.debug("Closing idle connection to {endpoint}", endpoint=self.endpointDescription)
         self._moveTo("idle", _IDLE)
-        self._cancelDeadlines()
+        self._timeouts.cancel()
         connected.connection.close()
 
     def _forgetConnection(self, connected: _Connected) -> None:
@@ -611,7 +714,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
         for connection in list(self._connections):
             connection.retire()
         where = self.endpointDescription
-        self._stopWaitingForReady(ClientClosed(f"the client for {where} was closed while the request waited"))
+        self._backoff.stopWaiting(ClientClosed(f"the client for {where} was closed while the request waited"))
         if not self._pending:
             self._quiet()
         return waiter
@@ -662,7 +765,7 @@ class SockShareClientFactory(Factory, _ClientCounters, _RequestTimeouts, _Connec
             self._on("drained")
 
     def _finishClosing(self, closing: _Closing) -> None:
-        self._cancelDeadlines()
+        self._timeouts.cancel()
         self._moveTo("drained", _CLOSED)
         closing.finish()
 

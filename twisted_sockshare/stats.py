@@ -135,10 +135,9 @@ class LatencyHistogram:
 
 class _Events:
     """
-    The counters of a client that are not touched on the request path, and
-    its latency histogram.  They live here rather than on the client, so
-    that the client's own attributes stay few whatever happened to it: CPython
-    reads an object's attributes fastest while it has fewer than 30.
+    The counters of a client that are not touched on the request path (the
+    two that are, C{responses} and C{peakPending}, are the client's own), and
+    its latency histogram.
     """
 
     __slots__ = (
@@ -172,52 +171,38 @@ class _Events:
         #: Replies per latency bucket (counted with C{latencyHistogram} only).
         self.latencyCounts = [0] * (len(LATENCY_BUCKETS) + 1)
 
-
-class _ClientCounters:
-    """
-    The counters of L{twisted_sockshare.SockShareClientFactory}, mixed into
-    it: the two the request path touches are plain attributes (starting at 0
-    here, on the class), the others are in C{_events}.
-    """
-
-    _peakPending = 0
-    _responses = 0
-    _events: _Events
-
     def latency(self) -> LatencyHistogram:
         """
-        The reply latency histogram since the client was made.
+        The reply latency histogram.
         """
-        events = self._events
-        return LatencyHistogram(LATENCY_BUCKETS, tuple(events.latencyCounts), events.latencySum)
+        return LatencyHistogram(LATENCY_BUCKETS, tuple(self.latencyCounts), self.latencySum)
 
-    def _counters(self, pending: int, connected: bool) -> ClientStats:
+    def stats(self, pending: int, peakPending: int, responses: int, connected: bool) -> ClientStats:
         """
-        The counters, with the two gauges the client knows.
+        Every counter, with those the client keeps itself.
         """
-        events = self._events
         return ClientStats(
             pending=pending,
-            peakPending=self._peakPending,
+            peakPending=peakPending,
             connected=int(connected),
-            connectionsOpened=events.connectionsOpened,
-            connectionsClosed=events.connectionsClosed,
-            connectFailures=events.connectFailures,
-            requests=self._responses + events.remoteErrors + events.failures + pending,
-            responses=self._responses,
-            remoteErrors=events.remoteErrors,
-            failures=events.failures,
-            timeouts=events.timeouts,
-            cancelled=events.cancelled,
-            rejected=events.rejected,
-            lateResponses=events.lateResponses,
-            connectionsRetired=events.retired,
-            goawaysReceived=events.goawaysReceived,
-            cancelsSent=events.cancelsSent,
-            retries=events.retries,
-            retiredAtRequestLimit=events.retiredAtRequestLimit,
-            retiredOutOfIds=events.retiredOutOfIds,
-            refusedRetried=events.refusedRetried,
+            connectionsOpened=self.connectionsOpened,
+            connectionsClosed=self.connectionsClosed,
+            connectFailures=self.connectFailures,
+            requests=responses + self.remoteErrors + self.failures + pending,
+            responses=responses,
+            remoteErrors=self.remoteErrors,
+            failures=self.failures,
+            timeouts=self.timeouts,
+            cancelled=self.cancelled,
+            rejected=self.rejected,
+            lateResponses=self.lateResponses,
+            connectionsRetired=self.retired,
+            goawaysReceived=self.goawaysReceived,
+            cancelsSent=self.cancelsSent,
+            retries=self.retries,
+            retiredAtRequestLimit=self.retiredAtRequestLimit,
+            retiredOutOfIds=self.retiredOutOfIds,
+            refusedRetried=self.refusedRetried,
         )
 
 
