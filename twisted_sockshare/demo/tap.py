@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReact
 from twisted.logger import Logger
 from twisted.python import usage
 
+from .._twistdexit import forgetExitSignal
 from ..client import SockShareClientFactory
 from ..options import MIN_FRAGMENT_SIZE
 from ..pool import SockShareBalancer
@@ -188,8 +189,8 @@ class _DrainingServerService(_PortFileService):
             return self.factory.drain()
 
         def done(aborted: int) -> None:
-            if aborted == 0 and getattr(reactor, "_exitSignal", None) is not None:
-                reactor._exitSignal = None  # type: ignore[attr-defined]
+            if aborted == 0:
+                forgetExitSignal(reactor)
 
         return maybeDeferred(super().stopService).addCallback(drain).addCallback(done)
 
@@ -402,8 +403,7 @@ class _DrainService(Service):
                 timer.cancel()
                 # Every request was answered: this is a clean exit, so twistd
                 # exits 0 rather than re-raising the signal that asked for it.
-                if getattr(self._reactor, "_exitSignal", None) is not None:
-                    self._reactor._exitSignal = None  # type: ignore[attr-defined]
+                forgetExitSignal(self._reactor)
             return maybeDeferred(self._client.close)
 
         return drained.addCallback(closeClient)
