@@ -12,7 +12,8 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from twisted_sockshare import ClientClosed, ConnectFailed, ConnectionDropped, SockShareServerFactory
-from twisted_sockshare.pool import SockShareBalancer, SockSharePool
+from twisted_sockshare.balancer import SockShareBalancer
+from twisted_sockshare.pool import SockSharePool
 
 from .contract import LoopbackReactor
 from .faults import FaultyBackend, openFileDescriptors
@@ -232,3 +233,11 @@ class PoolLoopbackTests(TestCase):
             await port.stopListening()
         await deferLater(reactor, 0.1, lambda: None)
         self.assertEqual(openFileDescriptors(), fds)
+
+
+class ImportPathTests(SynchronousTestCase):
+    def test_balancerStillImportableFromPool(self) -> None:
+        """twisted_sockshare.pool.SockShareBalancer, the name it was published under, is the balancer."""
+        from twisted_sockshare import pool
+
+        self.assertIs(pool.SockShareBalancer, SockShareBalancer)

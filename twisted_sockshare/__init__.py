@@ -8,6 +8,7 @@ opened on the first request and closed when none is pending.
 """
 
 from ._version import __version__
+from .balancer import SockShareBalancer
 from .client import SockShareClientFactory, SockShareClientProtocol
 from .context import RequestContext
 from .errors import (
@@ -26,7 +27,7 @@ from .errors import (
 )
 from .hedging import Hedge
 from .interfaces import ISockShareClient
-from .pool import SockShareBalancer, SockSharePool
+from .pool import SockSharePool
 from .server import SockShareServerFactory, SockShareServerProtocol
 
 __all__ = [

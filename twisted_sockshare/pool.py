@@ -1,7 +1,10 @@
 # -*- test-case-name: tests.test_pool -*-
 """
-More than one backend: a pool of shared clients, one per destination, and a
-balancer that spreads requests over the endpoints of one logical backend.
+More than one backend: a pool of shared clients, one per destination.
+
+(The balancer, which spreads requests over the endpoints of one logical
+backend, is L{twisted_sockshare.balancer}; C{twisted_sockshare.pool.SockShareBalancer}
+stays importable, for the code that imports it from here.)
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 
 from ._reactor import maybeGlobalReactor
-from .balancer import SockShareBalancer
+from .balancer import SockShareBalancer  # importable from here, as it was
 from .client import SockShareClientFactory
 from .errors import ClientClosed
 from .options import ClientOptions

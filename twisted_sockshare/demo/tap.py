@@ -18,9 +18,9 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .._twistdexit import forgetExitSignal
+from ..balancer import SockShareBalancer
 from ..client import SockShareClientFactory
 from ..options import MIN_FRAGMENT_SIZE
-from ..pool import SockShareBalancer
 from ..server import SockShareServerFactory
 from .backend import DemoBackend
 from .convert import number, sizeOrNone, timeout
