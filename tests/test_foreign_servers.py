@@ -42,6 +42,10 @@ class DNSMasq:
     """
 
     def __init__(self) -> None:
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _start(self) -> None:
         self.port = _freePort()
         args = [
             _dnsmasq(), "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
@@ -52,22 +56,37 @@ class DNSMasq:
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     async def ready(self) -> None:
-        resolver = client.Resolver(servers=[("127.0.0.1", self.port)], reactor=reactor)
-        for _ in range(100):
-            if self.process.poll() is not None:
-                break
-            try:
-                await resolver.lookupAddress(NAMES[0], timeout=(0.2,))
-                return
-            except Exception:
-                await deferLater(reactor, 0.05)
-        self.stop()
-        raise AssertionError(f"dnsmasq did not answer on port {self.port}")
+        """
+        Start dnsmasq and wait until it answers (within about 25 s); on a
+        fresh port again if it exits at once (another process took the port
+        between _freePort and its bind).
+        """
+        stderr = b""
+        for _ in range(3):
+            self._start()
+            assert self.process is not None
+            resolver = client.Resolver(servers=[("127.0.0.1", self.port)], reactor=reactor)
+            for _ in range(100):
+                if self.process.poll() is not None:
+                    break
+                try:
+                    await resolver.lookupAddress(NAMES[0], timeout=(0.2,))
+                    return
+                except Exception:
+                    await deferLater(reactor, 0.05)
+            stderr = self.stop()
+        raise AssertionError(f"dnsmasq did not answer on port {self.port}: {stderr.decode()[-2000:]}")
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-        self.process.communicate(timeout=10)
+    def stop(self) -> bytes:
+        """
+        Stop dnsmasq: what it wrote on stderr.
+        """
+        process, self.process = self.process, None
+        if process is None:
+            return b""
+        if process.poll() is None:
+            process.terminate()
+        return process.communicate(timeout=10)[1]
 
 
 async def ask(client: SockShareClientFactory, count: int, **options: Any) -> list[object]:
