@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_lifecycle -*-
 """
 The connect backoff of a shared client: after a failed connect attempt the
 next one waits C{connectBackoff}; requests made meanwhile fail at once with

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_lifecycle_tables -*-
 """
 Lifecycles as declared tables: for each (state, input) pair, the action that
 runs and the state that follows.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_timeouts -*-
 """
 Request timeouts of a shared client: one timer for all of them.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_twistdexit -*-
 """
 How the demo servers exit 0 after a complete drain on SIGTERM.
 

@@ -10,7 +10,8 @@ client stuck: the requests they touch fail, the client returns to idle and the
 next request connects again.
 
 The client is always in exactly one of these states (the classes of
-C{twisted_sockshare._states}):
+C{twisted_sockshare._states}), and moves between them only by the rows of
+the declared table C{twisted_sockshare._lifecycle.CLIENT}:
 
     - C{_Idle}: no usable connection.  A request starts a connection attempt.
     - C{_Connecting}: one attempt is under way; requests wait for it, in order.
@@ -20,7 +21,12 @@ C{twisted_sockshare._states}):
       pending ones get up to C{closeTimeout} seconds to finish.
     - C{_Closed}: nothing pending, no connection left; C{close()} has fired.
 
-Each connection has a life of its own (L{ConnectionState}): a connection that
+The connect backoff (C{twisted_sockshare._backoff.ConnectBackoff}) and the
+request timeouts (C{twisted_sockshare._timeouts.RequestTimeouts}) are
+objects the client owns.
+
+Each connection has a life of its own (L{ConnectionState}, by the rows of
+C{twisted_sockshare._lifecycle.CONNECTION}): a connection that
 leaves C{LIVE} (idle, retired, reset, lost) is no longer the usable one from
 that moment, and is remembered only until its C{connectionLost}, so that
 C{close()} can wait for the socket to be gone.
@@ -199,7 +205,7 @@ class SockShareClientFactory(Factory):
         self.codec: Codec = options.codec  # type: ignore[assignment]
         # Whether a timeout resets its connection (None: only where replies
         # cannot be skipped, with an ordered codec).
-        self._resets = self.codec.ordered if resetOnTimeout is None else resetOnTimeout
+        resets = self.codec.ordered if resetOnTimeout is None else resetOnTimeout
         self._backoff = ConnectBackoff(self, reactor, connectBackoff)
         # An ordered codec's requests are encoded by request(), in advance.
         self._encodeEarly = self.codec.ordered
@@ -207,7 +213,7 @@ class SockShareClientFactory(Factory):
         # Pending requests in submission order, which is also deadline order.
         self._pending: dict[_Request, None] = {}
         self._events = _Events()
-        self._timeouts = RequestTimeouts(self, self._pending, reactor, self._resets, self._events)
+        self._timeouts = RequestTimeouts(self, self._pending, reactor, resets, self._events)
         if latencyHistogram:
             # Connections call requestAnswered once per reply: only a client that
             # counts latency pays for it.
