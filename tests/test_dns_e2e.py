@@ -307,7 +307,12 @@ class DNSGatewayTests(TestCase):
         self.assertEqual(len(stats["endpointStats"]), 2)
         self.assertEqual((stats["responses"], stats["failures"], stats["endpoints"]), (40, 0, 2))
         inFlight = ensureDeferred(post(b"!sleep 1"))
-        await deferLater(reactor, 0.3)
+
+        async def atTheBackend() -> bool:
+            response = await agent.request(b"GET", base + b"/stats")
+            return bool(json.loads(await readAll(response))["pending"])
+
+        await waitUntil(atTheBackend, "the request in flight at a backend")
         gateway.terminate()
         self.assertEqual(await inFlight, (200, b"slept"))
         self.assertEqual(await gateway.exited(), 0)
