@@ -65,8 +65,8 @@ class OutlierTests(BalancerCase):
         away from after the first timeout.
         """
         balancer = self.balancer(self.endpoints[:count], idleTimeout=None, pingTimeout=10_000)
-        balancer._choose = lambda candidates, now: candidates[0]  # type: ignore[method-assign]
-        balancer._firstChoice = lambda now: None  # type: ignore[method-assign]
+        balancer._membership.choose = lambda candidates, now: candidates[0]  # type: ignore[method-assign]
+        balancer._membership.firstChoice = lambda now: None  # type: ignore[method-assign]
         d = balancer.request(b"first")
         attempt = self.endpoints[0].last
         attempt.succeed()
@@ -349,10 +349,10 @@ class ChoiceTests(SynchronousTestCase):
         ]
         numbers: list[float] = []
         balancer = SockShareBalancer(endpoints, clock, random=lambda: numbers.pop(0))
-        for member, latency in zip(balancer._members, latencies, strict=False):
+        for member, latency in zip(balancer._membership.members, latencies, strict=False):
             member.latency = latency
         numbers[:] = list(draws)
-        fast = balancer._firstChoice(0.0)
+        fast = balancer._membership.firstChoice(0.0)
         numbers[:] = list(draws)
-        full = balancer._choose(balancer._available(set()), 0.0)
+        full = balancer._membership.choose(balancer._membership.available(set()), 0.0)
         self.assertIs(fast, full)

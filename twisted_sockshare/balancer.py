@@ -8,19 +8,17 @@ changes.
 
 from __future__ import annotations
 
-import math
 import random
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._membership import OUTLIER_STREAK, Membership, _Member
 from ._reactor import maybeGlobalReactor
 from ._retrybudget import _RetryBudget
 from .client import SockShareClientFactory
@@ -45,102 +43,9 @@ _log = Logger(namespace="twisted_sockshare.pool")
 
 #: Consecutive failures of these kinds on one endpoint eject it.
 OUTLIER_ERRORS = (RequestTimeout, ConnectionDropped, ProtocolViolation)
-#: How many such failures in a row eject an endpoint.
-OUTLIER_STREAK = 5
-#: How a member's latency average forgets: it decays toward 0 with this
-#: mean lifetime in seconds (halved in about 7 s), so an idle member is tried
-#: again; and each faster reply moves it by this share of the difference, so
-#: a busy member's average follows its typical latency, not its last peak.
-LATENCY_DECAY, LATENCY_WEIGHT = 10.0, 1 / 16
 #: The membership of a balancer made by L{SockShareBalancer.fromDNS}, until
 #: DNS answers.
 _FROM_DNS: list[Target] = []
-#: The cost of a member with requests pending and no reply yet: so one with
-#: no latency known is tried, but with one request at a time.
-_UNKNOWN_COST = float(2**47)
-
-
-class _EndpointClient(SockShareClientFactory):
-    """
-    The client of one endpoint of a balancer: an idempotent request lost
-    other than by a graceful close is not sent again here, but by the
-    balancer, to another endpoint.
-    """
-
-    _retriesAfterReset = False
-    _refusalsRetried = False
-
-
-class _Member:
-    """
-    One endpoint of a L{SockShareBalancer}.
-
-    @ivar failures: connect failures in a row.
-    @ivar streak: outlier failures (L{OUTLIER_ERRORS}) in a row.
-    @ivar downUntil: skipped until then.
-    @ivar ejected: whether it is skipped as an outlier (not for connects).
-    @ivar ejections: times it was ejected since it last answered; the next
-        ejection lasts longer for each.
-    @ivar refusals: requests it refused (REFUSED) lately, halved by each
-        answer: counted as pending when members are compared.
-    @ivar readmitCall: ends the ejection, while it is ejected.
-    @ivar latency: its "peak EWMA" of reply latencies in seconds (0: none
-        yet): a slower reply raises it at once, faster ones lower it
-        slowly, and it decays toward 0 with time (L{LATENCY_DECAY}), so an
-        idle member is tried again.
-    @ivar stamp: when C{latency} was last brought up to date.
-    """
-
-    def __init__(self, key: object, client: SockShareClientFactory, priority: int, weight: int) -> None:
-        self.key = key
-        self.client = client
-        self.priority = priority
-        self.weight = weight
-        self.failures = 0
-        self.streak = 0
-        self.downUntil = 0.0
-        self.ejected = False
-        self.ejections = 0
-        self.refusals = 0
-        self.readmitCall: IDelayedCall | None = None
-        self.latency = 0.0
-        self.stamp = 0.0
-
-    def observe(self, seconds: float, now: float) -> None:
-        """
-        Count a reply after C{seconds} in its latency average: a slower one
-        raises it at once (the peak), a faster one lowers it by
-        L{LATENCY_WEIGHT} of the difference.
-        """
-        latency = self._decayed(now)
-        self.latency = seconds if seconds > latency else latency + (seconds - latency) * LATENCY_WEIGHT
-
-    def _decayed(self, now: float) -> float:
-        if now > self.stamp:
-            self.latency *= math.exp((self.stamp - now) / LATENCY_DECAY)
-            self.stamp = now
-        return self.latency
-
-    def cost(self, now: float) -> float:
-        """
-        What sending it one more request costs: its latency average times
-        its requests (pending and lately refused) with this one.
-        """
-        latency = self._decayed(now)
-        load = self.client.pending + self.refusals
-        if latency == 0.0:
-            return _UNKNOWN_COST * load
-        return latency * (load + 1)
-
-    def readmit(self) -> None:
-        """
-        End its ejection (now, or because it left the balancer).
-        """
-        self.ejected = False
-        if self.readmitCall is not None:
-            if self.readmitCall.active():
-                self.readmitCall.cancel()
-            self.readmitCall = None
 
 
 class _Call:
@@ -270,26 +175,13 @@ class SockShareBalancer:
         self._delays = None if hedge is None else _Delays(hedge, self._clock.seconds())
         self.hedge = hedge
         self._options = clientOptions
-        self._members: list[_Member] = []
-        # The lowest priority's members with their running weights, and when
-        # every member is up again: a request's first choice, while they
-        # are, costs no scan of the membership.
-        self._first: list[_Member] = []
-        self._running: list[int] = []
-        self._upFrom = 0.0
+        self._membership = Membership(self._clock, clientOptions, random, backoff, maxBackoff)
         self.backoff = backoff
         self.maxBackoff = maxBackoff
-        self._random = random
-        # Capped exponential; the jitter is applied as a factor in _skip.
-        self._backoffPolicy = backoffPolicy(backoff, maxBackoff, 2.0, jitter=lambda: 0.0)
         self._budget = _RetryBudget(self._clock)
-        # The counters of members no longer in the membership, and of the
-        # balancer itself.
-        self._departed = ClientStats()
-        self._retired: list[_Member] = []
+        # The balancer's own counters.
         self._retries = 0
         self._refusedRetries = 0
-        self._ejections = 0
         # Backups sent, backups that answered first, and copies the
         # balancer cancelled itself (losers); and the requests with two
         # copies under way now (their endpoints count both as pending).
@@ -414,42 +306,14 @@ class SockShareBalancer:
         targets = [e if isinstance(e, Target) else Target(e) for e in endpoints]
         if not targets:
             raise ValueError("a balancer needs at least one endpoint")
-        current = {member.key: member for member in self._members}
-        members = []
-        for target in targets:
-            key = _key(target.endpoint)
-            member = current.pop(key, None)
-            if member is None:
-                client = _EndpointClient(target.endpoint, self._clock, **self._options)
-                member = _Member(key, client, target.priority, target.weight)
-            else:
-                member.priority, member.weight = target.priority, target.weight
-            if member not in members:
-                members.append(member)
-        self._members = members
-        priority = min(member.priority for member in members)
-        self._first = [member for member in members if member.priority == priority]
-        self._running = []
-        for member in self._first:
-            self._running.append((self._running[-1] if self._running else 0) + member.weight)
-        self._upFrom = max(member.downUntil for member in members)
-        for member in current.values():
-            _log.info("Endpoint {endpoint} left the membership", endpoint=member.client.endpointDescription)
-            member.readmit()
-            self._retired.append(member)
-            member.client.close().addBoth(self._departedFully, member)
-
-    def _departedFully(self, result: object, member: _Member) -> None:
-        if member in self._retired:
-            self._retired.remove(member)
-            self._departed += ClientStats.fromDict(member.client.stats())
+        self._membership.replace(targets)
 
     @property
     def endpoints(self) -> list[str]:
         """
         The current members' endpoints, as messages name them.
         """
-        return [member.client.endpointDescription for member in self._members]
+        return [member.client.endpointDescription for member in self._membership.members]
 
     # -- Requests ----------------------------------------------------------
 
@@ -459,7 +323,7 @@ class SockShareBalancer:
         How many requests were accepted and have not been answered or failed
         yet (those waiting for the first DNS answer included).
         """
-        clients = sum(member.client.pending for member in self._members + self._retired)
+        clients = sum(member.client.pending for member in self._membership.everyone())
         return clients - self._doubled + self._waitingCount
 
     @property
@@ -473,7 +337,7 @@ class SockShareBalancer:
         Whether an endpoint is up (not skipped after failures).
         """
         now = self._clock.seconds()
-        return any(member.downUntil <= now for member in self._members)
+        return any(member.downUntil <= now for member in self._membership.members)
 
     @property
     def closed(self) -> bool:
@@ -526,7 +390,7 @@ class SockShareBalancer:
         if waitForReady:
             call.waitUntil = now + (timeout or self._options.get("connectTimeout", 10.0) or 10.0)
         self._budget.request()
-        if not self._members:
+        if not self._membership.members:
             self._waitForMembers(call)
         else:
             self._attempt(call)
@@ -559,37 +423,6 @@ class SockShareBalancer:
         self._own["failures"] += 1
         call.result.errback(Failure(error))
 
-    def _available(self, exclude: set[_Member]) -> list[_Member]:
-        now = self._clock.seconds()
-        return [m for m in self._members if m.downUntil <= now and m not in exclude and not m.client.closed]
-
-    def _weighted(self, members: list[_Member]) -> _Member:
-        point = self._random() * sum(member.weight for member in members)
-        for member in members:
-            point -= member.weight
-            if point < 0:
-                return member
-        return members[-1]
-
-    def _choose(self, candidates: list[_Member], now: float) -> _Member:
-        """
-        The cheaper per unit of weight (L{_Member.cost}: latency average
-        times pending requests) of two members picked at random (weighted) among
-        the lowest priority's; the first picked on a tie, so ties break at
-        random.
-        """
-        priority = min(member.priority for member in candidates)
-        group = [member for member in candidates if member.priority == priority]
-        first = self._weighted(group)
-        if len(group) == 1:
-            return first
-        second = self._weighted([member for member in group if member is not first])
-        # Per unit of weight: a member of weight 3 takes three times the
-        # requests of one of weight 1.
-        if second.cost(now) * first.weight < first.cost(now) * second.weight:
-            return second
-        return first
-
     def _attempt(self, call: _Call) -> None:
         if self._closed:
             self._fail(call, ClientClosed("the balancer was closed before the request could be sent"))
@@ -602,13 +435,13 @@ class SockShareBalancer:
                 call, RequestTimeout(f"no response within timeout={call.timeout} seconds ({'; '.join(call.why)})")
             )
             return
-        member = self._firstChoice(now) if not call.tried and now >= self._upFrom else None
+        member = self._membership.firstChoice(now) if not call.tried and now >= self._membership.upFrom else None
         if member is None:
-            candidates = self._available(call.tried)
+            candidates = self._membership.available(call.tried)
             if not candidates:
                 self._noneUp(call, now)
                 return
-            member = self._choose(candidates, now)
+            member = self._membership.choose(candidates, now)
         call.tried.add(member)
         call.started = now
         call.member = member
@@ -625,48 +458,21 @@ class SockShareBalancer:
             if delay is not None and (left is None or delay < left):
                 call.hedgeCall = self._clock.callLater(delay, self._sendBackup, call)
 
-    def _firstChoice(self, now: float) -> _Member | None:
-        """
-        L{_choose} among the lowest priority's members when every member is
-        up, in logarithmic time: the same picks for the same random numbers.
-
-        @return: the member, or L{None} if a pick's client is closed.
-        """
-        group, running = self._first, self._running
-        last = len(group) - 1
-        index = min(bisect_right(running, self._random() * running[-1]), last)
-        first = group[index]
-        if last == 0:
-            return None if first.client.closed else first
-        # The second among the others: their running weights are those of
-        # the group, less the first's weight after it.
-        weight = first.weight
-        point = self._random() * (running[-1] - weight)
-        other = bisect_right(running, point if point < running[index] - weight else point + weight)
-        if other > last or other == index:  # rounding at the top end: the last of the others
-            other = last if index != last else last - 1
-        second = group[other]
-        if first.client.closed or second.client.closed:
-            return None
-        if second.cost(now) * first.weight < first.cost(now) * second.weight:
-            return second
-        return first
-
     def _noneUp(self, call: _Call, now: float) -> None:
         """
         No member can take C{call} now: wait for one (C{waitForReady}), or
         fail it with L{ConnectFailed}.
         """
-        wait = min(m.downUntil for m in self._members) - now
+        wait = min(m.downUntil for m in self._membership.members) - now
         if call.waitForReady and now < call.waitUntil:
-            limit = self._options.get("maxPending", 10_000) * len(self._members)
+            limit = self._options.get("maxPending", 10_000) * len(self._membership.members)
             if len(self._waiting) >= limit:
                 self._fail(call, TooManyPending(f"{limit} requests already wait for an endpoint to be up"))
                 return
             self._waitForReady(call, min(max(wait, 0.01), call.waitUntil - now))
             return
         detail = "; ".join(call.why) if call.why else f"next retry in {max(wait, 0):.1f} s"
-        self._fail(call, ConnectFailed(f"all {len(self._members)} endpoints are down ({detail})"))
+        self._fail(call, ConnectFailed(f"all {len(self._membership.members)} endpoints are down ({detail})"))
 
     def _sendBackup(self, call: _Call) -> None:
         """
@@ -683,10 +489,10 @@ class SockShareBalancer:
             left = call.started + self._requestTimeout - now  # both copies time out together
         else:
             left = None
-        candidates = self._available(call.tried)
+        candidates = self._membership.available(call.tried)
         if (left is not None and left <= 0) or not candidates or not self._budget.withdraw():
             return
-        member = self._choose(candidates, now)
+        member = self._membership.choose(candidates, now)
         call.tried.add(member)
         call.hedged = True
         self._hedges += 1
@@ -814,7 +620,7 @@ class SockShareBalancer:
                 # One failed connect fails every request waiting on it: count
                 # it once, or a burst of callers would push the backoff to its cap.
                 member.failures += 1
-                self._skip(member, member.failures, reason.getErrorMessage())
+                self._membership.skip(member, member.failures, reason.getErrorMessage())
                 if self._discovery is not None:
                     self._discovery.connectFailed()
             if not waiting:
@@ -828,7 +634,7 @@ class SockShareBalancer:
                 return
             if not call.refused and self._budget.withdraw():
                 call.refused = True
-                if not self._available(call.tried):
+                if not self._membership.available(call.tried):
                     call.tried.discard(member)
                 self._refusedRetries += 1
                 call.why.append(reason.getErrorMessage())
@@ -842,7 +648,7 @@ class SockShareBalancer:
         if reason.check(*OUTLIER_ERRORS):
             member.streak += 1
             if member.streak >= OUTLIER_STREAK and not member.ejected:
-                self._eject(member, reason)
+                self._membership.eject(member, reason)
         elif reason.check(RemoteError):
             # It answered: whatever failed before, it is up.
             member.failures = member.streak = member.ejections = 0
@@ -852,7 +658,7 @@ class SockShareBalancer:
                 self._decided(call, reason)
             return
         if call.idempotent and reason.check(ConnectionDropped) and len(call.tried) == 1:
-            if self._available(call.tried) and self._budget.withdraw():
+            if self._membership.available(call.tried) and self._budget.withdraw():
                 self._retry(call, reason)
                 return
         call.result.errback(reason)
@@ -862,32 +668,6 @@ class SockShareBalancer:
         self._retries += 1
         call.why.append(reason.getErrorMessage())
         self._attempt(call)
-
-    def _skip(self, member: _Member, count: int, why: str) -> None:
-        period = self._backoffPolicy(count - 1) * (0.5 + 0.5 * self._random())
-        member.downUntil = self._clock.seconds() + period
-        self._upFrom = max(self._upFrom, member.downUntil)
-        _log.warn(
-            "Endpoint {endpoint} is skipped for {period:.1f} s: {why}",
-            endpoint=member.client.endpointDescription,
-            period=period,
-            why=why,
-        )
-
-    def _eject(self, member: _Member, reason: Failure) -> None:
-        now = self._clock.seconds()
-        ejected = sum(1 for m in self._members if m.ejected and m.downUntil > now)
-        if (ejected + 1) * 2 > len(self._members):
-            return  # never more than half of the endpoints for this
-        member.ejected = True
-        member.streak = 0
-        member.ejections += 1
-        self._ejections += 1
-        why = f"{OUTLIER_STREAK} requests in a row failed: {reason.getErrorMessage()}"
-        self._skip(member, member.ejections, why)
-        member.readmitCall = self._clock.callLater(member.downUntil - now, member.readmit)
-
-    # -- Figures and closing -------------------------------------------------
 
     def stats(self) -> dict[str, int]:
         """
@@ -901,13 +681,13 @@ class SockShareBalancer:
         empty lookups, for L{fromDNS}), C{endpoints} (members) and
         C{endpointsDown} (members skipped now).
         """
-        every = [ClientStats.fromDict(m.client.stats()) for m in self._members + self._retired]
+        every = [ClientStats.fromDict(m.client.stats()) for m in self._membership.everyone()]
         waiting = self._waitingCount
         own = ClientStats(
             pending=waiting - self._doubled, requests=self._own["requests"] + waiting, failures=self._own["failures"],
             rejected=self._own["rejected"], cancelled=self._own["cancelled"], timeouts=self._own["timeouts"],
         )  # fmt: skip
-        totals = ClientStats.total([self._departed, own, *every]).asDict()
+        totals = ClientStats.total([self._membership.departed, own, *every]).asDict()
         # Retries and backups are the balancer's attempts, not its callers'
         # requests; a request whose two copies are settled has one failed
         # (or cancelled) copy that is not its caller's failure.
@@ -918,12 +698,12 @@ class SockShareBalancer:
         totals["refusedRetried"] += self._refusedRetries
         now = self._clock.seconds()
         totals["retries"] += self._retries
-        totals["ejections"] = self._ejections
+        totals["ejections"] = self._membership.ejections
         totals["hedges"] = self._hedges
         totals["hedgeWins"] = self._hedgeWins
         totals["discoveryFailures"] = self.discoveryFailures
-        totals["endpoints"] = len(self._members)
-        totals["endpointsDown"] = sum(member.downUntil > now for member in self._members)
+        totals["endpoints"] = len(self._membership.members)
+        totals["endpointsDown"] = sum(member.downUntil > now for member in self._membership.members)
         return totals
 
     def endpointClients(self) -> dict[str, SockShareClientFactory]:
@@ -931,7 +711,7 @@ class SockShareBalancer:
         Each endpoint's client, named as in L{endpointStats}.
         """
         out: dict[str, SockShareClientFactory] = {}
-        for index, member in enumerate(self._members):
+        for index, member in enumerate(self._membership.members):
             name = member.client.endpointDescription
             out[f"{name} #{index}" if name in out else name] = member.client
         return out
@@ -941,7 +721,7 @@ class SockShareBalancer:
         Each endpoint's counters, plus C{down}: 1 while it is skipped.
         """
         now = self._clock.seconds()
-        down = {member.client: member.downUntil > now for member in self._members}
+        down = {member.client: member.downUntil > now for member in self._membership.members}
         return {name: {**client.stats(), "down": int(down[client])} for name, client in self.endpointClients().items()}
 
     def close(self) -> Deferred[None]:
@@ -969,7 +749,7 @@ class SockShareBalancer:
                 for call in list(queue):
                     self._stopWaiting(call)
                     self._fail(call, ClientClosed(f"the balancer was closed {why}"))
-            members = self._members + self._retired
+            members = self._membership.everyone()
             for member in members:
                 member.readmit()
             DeferredList([member.client.close() for member in members]).addCallback(self._allClosed)
@@ -979,14 +759,6 @@ class SockShareBalancer:
         waiters, self._closeWaiters = self._closeWaiters or [], None
         for waiter in waiters:
             waiter.callback(None)
-
-
-def _key(endpoint: object) -> object:
-    """
-    What identifies an endpoint across membership updates: its string, or
-    the endpoint object itself.
-    """
-    return endpoint if isinstance(endpoint, str) else ("object", id(endpoint))
 
 
 __all__ = ["SockShareBalancer", "Target", "OUTLIER_STREAK"]
