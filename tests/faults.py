@@ -63,18 +63,24 @@ class Outcomes:
         return Counter({name: count for name, count in self.seen.items() if name != "ok"})
 
 
-async def keepCalling(request: Callable[[bytes], Deferred[bytes]], callers: int, seconds: float) -> Outcomes:
+async def keepCalling(
+    request: Callable[[bytes], Deferred[bytes]],
+    callers: int,
+    seconds: float,
+    until: Callable[[], bool] = lambda: False,
+) -> Outcomes:
     """
     C{callers} callers, each sending its next request (its own payload, so a
     reply given to the wrong request shows) as soon as the previous one is
-    answered, for C{seconds}; fires once every request has an outcome.
+    answered, for C{seconds} or until C{until()} is true; fires once every
+    request has an outcome.
     """
     outcomes = Outcomes()
     deadline = reactor.seconds() + seconds  # type: ignore[attr-defined]
 
     async def caller(number: int) -> None:
         payload = b"caller %d " % number * 4
-        while reactor.seconds() < deadline:  # type: ignore[attr-defined]
+        while reactor.seconds() < deadline and not until():  # type: ignore[attr-defined]
             outcomes.sent += 1
             d = request(payload)
             if d.called:  # failed at once: let the reactor run before the next

@@ -80,12 +80,21 @@ class FaultTests(TestCase):
         """The backend crashes and comes back five times under a steady load of 20 callers."""
         backend = await self.setUpBackend()
         client = SockShareClientFactory(backend.endpoint(), reactor, requestTimeout=2, connectTimeout=1)
-        done = ensureDeferred(keepCalling(client.request, 20, 2.5))
-        for _ in range(5):
+        stopped = []
+        done = ensureDeferred(keepCalling(client.request, 20, 50, until=lambda: bool(stopped)))
+        for restart in range(5):
             await sleep(0.3)
+            opened = client.stats()["connectionsOpened"]
             await backend.stop()
             await sleep(0.1)
             await backend.start()
+            # The next crash comes once the client is back (however long a
+            # loaded machine takes), not at a fixed moment.
+            await waitUntil(
+                lambda opened=opened: client.stats()["connectionsOpened"] > opened,  # type: ignore[misc]
+                f"reconnected after crash {restart}",
+            )
+        stopped.append(True)
         outcomes = await done
         self.assertEqual(sum(outcomes.seen.values()), outcomes.sent)  # each request fired once
         self.assertLessEqual(set(outcomes.errors), {"ConnectionDropped", "ConnectFailed"})
