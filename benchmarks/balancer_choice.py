@@ -8,23 +8,25 @@ searches) beside the full choice (a scan of the endpoints that are up).
 
 from __future__ import annotations
 
+import random
 import timeit
 
 from twisted.internet.task import Clock
 
-from twisted_sockshare import SockShareBalancer
+from twisted_sockshare._membership import Membership
+from twisted_sockshare.target import Target
 
 
-def perChoice(balancer: SockShareBalancer) -> tuple[float, float]:
+def perChoice(membership: Membership) -> tuple[float, float]:
     """
     Microseconds per first choice and per full choice.
     """
 
     def first() -> object:
-        return balancer._firstChoice(0.0)
+        return membership.firstChoice(0.0)
 
     def full() -> object:
-        return balancer._choose(balancer._available(set()), 0.0)
+        return membership.choose(membership.available(set()), 0.0)
 
     fast, slow = (min(timeit.repeat(choice, number=20_000, repeat=5)) / 20_000 * 1e6 for choice in (first, full))
     return fast, slow
@@ -32,7 +34,9 @@ def perChoice(balancer: SockShareBalancer) -> tuple[float, float]:
 
 def main() -> None:
     for size in (3, 30, 300):
-        times = perChoice(SockShareBalancer([f"tcp:127.0.0.1:{9000 + i}" for i in range(size)], Clock()))
+        membership = Membership(Clock(), {}, random.random, 0.5, 30.0)
+        membership.replace([Target(f"tcp:127.0.0.1:{9000 + i}") for i in range(size)])
+        times = perChoice(membership)
         print(f"{size:4} endpoints: first choice {times[0]:6.2f} us, full choice {times[1]:7.2f} us")
 
 
